@@ -1,0 +1,1 @@
+"""Host side of the HMM test harness: kernel, module, guest root, QEMU, results."""

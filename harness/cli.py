@@ -1,0 +1,114 @@
+"""The command line. The one place where errors become exit statuses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from harness import debian, run
+from harness.commands import CommandRunner
+from harness.errors import HarnessError, UsageError
+from harness.paths import default_cache_dir
+from harness.progress import Progress, summary
+
+EXIT_PASSED = 0
+EXIT_FAILED = 1
+EXIT_HARNESS = 125  # `git bisect run` skips the commit
+EXIT_INTERRUPTED = 130
+
+DESCRIPTION = """\
+Boot a kernel in QEMU, load the kernel's test_hmm driver and run the HMM suites in the guest.
+
+exit status:
+  0    every selected test passed (or was skipped with a reason)
+  1    a test failed, crashed or hung, or the kernel reported an error (WARN, Oops, ...)
+  125  the harness could not build, boot or run (bad input included); git bisect run
+       treats it as 'skip this commit'
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}", f"see '{self.prog} --help'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m harness", description=DESCRIPTION,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    runp = commands.add_parser("run", help="run the HMM suites in a guest",
+                               description=DESCRIPTION,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    runp.add_argument("--kernel", metavar="SPEC",
+                      help="the kernel to test: a Debian suite (sid, experimental), a Debian "
+                           f"release such as {debian.PINNED_RELEASE} or sid:RELEASE, or a "
+                           "directory like /usr/lib/modules/RELEASE with vmlinuz and config. "
+                           f"Default: Debian sid {debian.PINNED_RELEASE}, else sid's newest "
+                           "kernel with CONFIG_DEVICE_PRIVATE")
+    runp.add_argument("--mode", default="private", metavar="MODE",
+                      help="memory model: private (devices 0/1), coherent (devices 2/3, on "
+                           "soft-reserved guest memory) or all (default: %(default)s)")
+    runp.add_argument("-k", dest="keyword", metavar="EXPR",
+                      help="only tests matching this pytest -k expression")
+    runp.add_argument("--results", type=Path, default=Path("hmm-results"), metavar="DIR",
+                      help="where junit.xml, results.json, console.log and the guest's output "
+                           "go (default: %(default)s); earlier results there are replaced")
+    runp.add_argument("--suite", action="append", dest="suites", metavar="PATH",
+                      help="a suite file or directory under the project, repeatable "
+                           f"(default: {' '.join(run.DEFAULT_SUITES)})")
+    runp.add_argument("--module", type=Path, metavar="KO",
+                      help="load this prebuilt test_hmm.ko instead of building one; its "
+                           "vermagic is checked against the kernel")
+    runp.add_argument("--accel", default="auto", metavar="ACCEL",
+                      help="auto (KVM if a probe guest really runs, else TCG), kvm or tcg "
+                           "(default: %(default)s)")
+    runp.add_argument("--qemu", default="qemu-system-x86_64", metavar="PATH",
+                      help="the QEMU binary (default: %(default)s from PATH)")
+    runp.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default: %(default)s)")
+    runp.add_argument("--test-timeout", type=int, default=600, metavar="SECONDS",
+                      help="pytest-timeout for each test in the guest (default: %(default)s)")
+    runp.add_argument("--run-timeout", type=int, default=5400, metavar="SECONDS",
+                      help="the whole guest run is killed after this (default: %(default)s)")
+    runp.add_argument("--mirror", default=debian.DEFAULT_MIRROR, metavar="URL",
+                      help="Debian mirror for kernels and the guest root (default: %(default)s)")
+    runp.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                      help="downloads and builds, kept between runs (default: "
+                           "$HMM_HARNESS_CACHE or ~/.cache/hmm-harness)")
+    runp.add_argument("--dry-run", action="store_true",
+                      help="print the commands a run would execute, and execute none")
+    return parser
+
+
+def options_from(args: argparse.Namespace) -> run.RunOptions:
+    return run.RunOptions(
+        results_dir=args.results.resolve(), cache_dir=args.cache_dir or default_cache_dir(),
+        kernel=args.kernel, mode=args.mode, keyword=args.keyword,
+        suites=tuple(args.suites or run.DEFAULT_SUITES), mirror=args.mirror, qemu=args.qemu,
+        accel=args.accel, cpus=args.cpus, test_timeout=args.test_timeout,
+        run_timeout=args.run_timeout, module=args.module, dry_run=args.dry_run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    progress = Progress()
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command != "run":
+            raise UsageError("no command given", "try 'python -m harness run --help'")
+        options = options_from(args)
+        report = run.run(options, CommandRunner(dry_run=options.dry_run), progress)
+    except HarnessError as error:
+        print(f"error: {error.problem}", file=sys.stderr)
+        if error.fix:
+            print(f"  fix: {error.fix}", file=sys.stderr)
+        return EXIT_HARNESS
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if options.dry_run:
+        return EXIT_PASSED
+    progress.say(summary(report))
+    progress.say(f"results: {options.results_dir}/results.json, junit.xml, console.log")
+    return EXIT_PASSED if report.passed() else EXIT_FAILED

@@ -1,0 +1,72 @@
+"""PID 1 of the guest once the root is mounted: run pytest as planned, report, power off."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import traceback
+
+sys.path.insert(0, "/hmm/project")
+
+from harness.guest import protocol
+
+
+def configure_kernel_log() -> None:
+    # Boot ran with `quiet`; from here on every message, markers included, reaches the console.
+    with open("/proc/sys/kernel/printk", "w") as printk:
+        printk.write("8 4 1 7")
+
+
+def pytest_argv(plan: dict[str, object]) -> list[str]:
+    argv = [sys.executable, "-m", "pytest", "-p", "harness.guest.plugin",
+            "-c", "/hmm/project/tests/guest/pytest.ini", "--rootdir", "/hmm/project",
+            "-p", "no:cacheprovider", "-rfEs",
+            f"--hmm-mode={plan['mode']}",
+            f"--timeout={plan['test_timeout']}",
+            f"--junitxml={protocol.GUEST_RESULTS}/guest-junit.xml"]
+    argv += [f"--hmm-module-param={p}" for p in plan["module_params"]]  # type: ignore[attr-defined]
+    if plan.get("keyword"):
+        argv += ["-k", str(plan["keyword"])]
+    argv += [f"/hmm/project/{path}" for path in plan["suites"]]  # type: ignore[attr-defined]
+    return argv
+
+
+def run(events: protocol.EventChannel) -> int:
+    configure_kernel_log()
+    with open(protocol.PLAN_FILE) as f:
+        plan = json.load(f)
+    env = {**os.environ, "PYTHON_COLORS": "0", "PYTHONPATH": "/hmm/project:/hmm/build",
+           "PYTHONDONTWRITEBYTECODE": "1",
+           "HOME": "/root", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": "/tmp",
+           protocol.EVENTS_FD_VARIABLE: str(events.fileno())}
+    argv = pytest_argv(plan)
+    events.send("guest-started", release=os.uname().release, argv=argv)
+    with open(f"{protocol.GUEST_RESULTS}/pytest-output.log", "w") as output:
+        return subprocess.run(argv, env=env, stdout=output, stderr=subprocess.STDOUT,
+                              cwd="/tmp", pass_fds=(events.fileno(),)).returncode
+
+
+def main() -> None:
+    try:
+        device = protocol.find_events_device()
+        if device is None:
+            raise RuntimeError(f"no virtio-serial port named {protocol.EVENTS_PORT_NAME}")
+        events = protocol.EventChannel.open(device)
+        try:
+            status = run(events)
+            events.send("guest-exit", status=status)
+        except BaseException:
+            events.send("guest-error", message=traceback.format_exc())
+            raise
+    except BaseException:
+        # Without an events channel the console is the only way out.
+        print(f"hmm-harness: guest init failed:\n{traceback.format_exc()}", flush=True)
+    finally:
+        os.sync()
+        os.execv("/bin/busybox", ["busybox", "poweroff", "-f"])
+
+
+if __name__ == "__main__":
+    main()

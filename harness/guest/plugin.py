@@ -1,0 +1,149 @@
+"""pytest plugin for the guest: loads test_hmm, marks each test in the kernel log, reports events.
+
+Loaded with `-p harness.guest.plugin`. It owns the module's lifetime (loaded once per session
+with the parameters the host planned) and provides the `variant` fixture the suites use.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from harness.guest import protocol
+
+MODULE_PATH = "/hmm/build/test_hmm.ko"
+DEVICE_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One memory model: which two /dev/hmm_dmirror devices the suites drive."""
+
+    name: str
+    device_paths: tuple[str, str]
+    is_coherent: bool
+
+
+PRIVATE = Variant("private", ("/dev/hmm_dmirror0", "/dev/hmm_dmirror1"), False)
+COHERENT = Variant("coherent", ("/dev/hmm_dmirror2", "/dev/hmm_dmirror3"), True)
+VARIANTS_BY_MODE = {"private": (PRIVATE,), "coherent": (COHERENT,), "all": (PRIVATE, COHERENT)}
+
+
+class ModuleSetupError(Exception):
+    """test_hmm could not be loaded or did not create the devices the mode needs."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hmm", "HMM harness (guest side)")
+    group.addoption("--hmm-mode", choices=sorted(VARIANTS_BY_MODE), default="private",
+                    help="memory model(s) whose devices the suites drive")
+    group.addoption("--hmm-module-param", action="append", default=[],
+                    help="a test_hmm parameter (name=value); repeat for more")
+    group.addoption("--hmm-no-load", action="store_true",
+                    help="test_hmm is already loaded: do not insmod it")
+
+
+def expected_devices(mode: str) -> list[str]:
+    return [path for variant in VARIANTS_BY_MODE[mode] for path in variant.device_paths]
+
+
+def _wait_for_devices(sock: Any, paths: list[str], deadline: float) -> None:
+    pending = {os.path.basename(p) for p in paths if not os.path.exists(p)}
+    while pending and time.monotonic() < deadline:
+        ready, _, _ = select.select([sock.fileno()], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        for message in sock.get():
+            if message.get("ACTION") == "add":
+                pending.discard(message.get("DEVNAME") or "")
+        pending = {name for name in pending if not os.path.exists(f"/dev/{name}")}
+    if pending:
+        raise ModuleSetupError(
+            "test_hmm did not create " + ", ".join(f"/dev/{n}" for n in sorted(pending))
+            + " (for coherent devices the guest needs soft-reserved memory at spm_addr_dev0/1)")
+
+
+def load_module(params: list[str], mode: str) -> None:
+    from pyroute2 import UeventSocket  # only the guest root has it
+
+    sock = UeventSocket()
+    sock.bind()
+    try:
+        load = subprocess.run(["insmod", MODULE_PATH, *params], capture_output=True, text=True)
+        if load.returncode != 0:
+            raise ModuleSetupError(f"insmod {MODULE_PATH} {' '.join(params)} failed: "
+                                   f"{load.stderr.strip()}")
+        _wait_for_devices(sock, expected_devices(mode), time.monotonic() + DEVICE_WAIT_SECONDS)
+    finally:
+        sock.close()
+
+
+class HarnessReporter:
+    """Marks test boundaries in the kernel log and streams results to the host."""
+
+    def __init__(self, config: pytest.Config, events: protocol.EventChannel) -> None:
+        self.config = config
+        self.events = events
+        self.seq = 0
+        self.outcomes: dict[str, dict[str, Any]] = {}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        mode = self.config.getoption("hmm_mode")
+        params = self.config.getoption("hmm_module_param")
+        if self.config.getoption("hmm_no_load"):
+            return
+        try:
+            load_module(params, mode)
+        except ModuleSetupError as error:
+            self.events.send("setup-error", message=str(error))
+            raise pytest.UsageError(str(error)) from error
+        self.events.send("module-loaded", params=params, devices=expected_devices(mode))
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.events.send("collected", nodeids=[item.nodeid for item in session.items])
+
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        self.seq += 1
+        self.outcomes[nodeid] = {"outcome": "passed", "duration": 0.0, "message": ""}
+        protocol.write_kmsg(protocol.begin_marker(self.seq, nodeid))
+        self.events.send("test-start", nodeid=nodeid, seq=self.seq)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record = self.outcomes.setdefault(
+            report.nodeid, {"outcome": "passed", "duration": 0.0, "message": ""})
+        record["duration"] += report.duration
+        if report.failed:
+            record["outcome"] = "failed" if report.when == "call" else "error"
+            record["message"] += f"[{report.when}] {report.longreprtext}\n"
+        elif report.skipped and record["outcome"] == "passed":
+            record["outcome"] = "skipped"
+            longrepr = report.longrepr
+            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+            record["message"] = reason.removeprefix("Skipped: ")
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
+        protocol.write_kmsg(protocol.end_marker(self.seq, nodeid))
+        self.events.send("test-result", nodeid=nodeid, seq=self.seq, **self.outcomes[nodeid])
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.events.send("session-finish", exitstatus=int(exitstatus))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Outside the harness's guest (pytest run by hand) events go to a file instead.
+    events = protocol.EventChannel.inherited() or protocol.EventChannel.open(
+        os.path.join(protocol.GUEST_RESULTS, "events.jsonl"))
+    config.pluginmanager.register(HarnessReporter(config, events), "hmm-harness-reporter")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "variant" in metafunc.fixturenames:
+        variants = VARIANTS_BY_MODE[metafunc.config.getoption("hmm_mode")]
+        metafunc.parametrize("variant", variants, ids=[v.name for v in variants])

@@ -1,0 +1,79 @@
+"""What the guest tells the host, shared by the guest init and the pytest plugin.
+
+Events are JSON lines on a virtio-serial port; the host never scrapes them from the console.
+Test markers go to the kernel log, so the host can tie kernel messages to the test that ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+EVENTS_PORT_NAME = "org.hmm_harness.events"
+PLAN_FILE = "/hmm/results/plan.json"
+GUEST_RESULTS = "/hmm/results"
+MARKER_PREFIX = "hmm-harness:"
+
+
+def begin_marker(seq: int, nodeid: str) -> str:
+    return f"{MARKER_PREFIX} begin {seq} {nodeid}"
+
+
+def end_marker(seq: int, nodeid: str) -> str:
+    return f"{MARKER_PREFIX} end {seq} {nodeid}"
+
+
+def find_events_device() -> str | None:
+    """The /dev node of the host's events port. The guest has no udev, so no
+    /dev/virtio-ports/ symlinks: the port is found by its name in sysfs."""
+    ports = "/sys/class/virtio-ports"
+    for port in sorted(os.listdir(ports)) if os.path.isdir(ports) else []:
+        try:
+            with open(f"{ports}/{port}/name") as name:
+                if name.read().strip() == EVENTS_PORT_NAME:
+                    return f"/dev/{port}"
+        except OSError:
+            continue
+    return None
+
+
+EVENTS_FD_VARIABLE = "HMM_HARNESS_EVENTS_FD"
+
+
+class EventChannel:
+    """Writes events to the host as JSON lines, one write() per event.
+
+    A virtio-serial port opens only once, so the init opens it and pytest inherits the fd.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def open(cls, path: str) -> EventChannel:
+        return cls(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+
+    @classmethod
+    def inherited(cls) -> EventChannel | None:
+        fd = os.environ.get(EVENTS_FD_VARIABLE)
+        return cls(int(fd)) if fd else None
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def send(self, event: str, **fields: Any) -> None:
+        line = json.dumps({"event": event, **fields}) + "\n"
+        os.write(self._fd, line.encode())
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def write_kmsg(text: str) -> None:
+    """A line in the kernel log at KERN_NOTICE, so it reaches the console."""
+    fd = os.open("/dev/kmsg", os.O_WRONLY)
+    try:
+        os.write(fd, f"<5>{text}\n".encode())
+    finally:
+        os.close(fd)

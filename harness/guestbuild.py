@@ -1,0 +1,122 @@
+"""Builds what the guest needs for one kernel: test_hmm.ko, the cffi extension, the initramfs."""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import guestroot, initramfs, kconfig, modinfo
+from harness.commands import CommandRunner
+from harness.errors import ModuleMismatchError
+from harness.paths import PROJECT_ROOT
+from harness.provision import Kernel
+
+KMOD_MAKEFILE = PROJECT_ROOT / "kmod" / "Makefile"
+CFFI_BUILD_SCRIPT = PROJECT_ROOT / "harness" / "guest" / "uapi_build.py"
+
+
+@dataclass(frozen=True)
+class GuestBuild:
+    directory: Path  # shared read-only with the guest at /hmm/build
+    module: Path
+    uapi_header: Path
+    initramfs: Path
+
+
+def module_sources(kernel: Kernel) -> dict[str, Path]:
+    return {"test_hmm.c": kernel.source_dir / "lib/test_hmm.c",
+            "test_hmm_uapi.h": kernel.source_dir / "lib/test_hmm_uapi.h",
+            "Makefile": KMOD_MAKEFILE}
+
+
+def _inputs_key(kernel: Kernel, sources: dict[str, Path]) -> str:
+    digest = hashlib.sha256(kernel.release.encode())
+    for path in [*sources.values(), CFFI_BUILD_SCRIPT, initramfs.INIT_SCRIPT,
+                 Path(initramfs.__file__)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def kernel_vermagic(kernel: Kernel) -> str:
+    """vermagic of a module the kernel's own build produced: what the kernel accepts."""
+    shipped = initramfs.find_module(kernel.modules_dir, "9pnet")
+    data = shipped.read_bytes()
+    if shipped.suffix == ".xz":
+        data = lzma.decompress(data)
+    return modinfo.module_info(data)["vermagic"]
+
+
+def verify_module(module: Path, kernel: Kernel) -> None:
+    info = modinfo.module_info(module.read_bytes())
+    modinfo.check_vermagic(info.get("vermagic", "(none)"), kernel_vermagic(kernel), module.name)
+    image_release = modinfo.bzimage_release(kernel.image.read_bytes())
+    if image_release != kernel.release:
+        raise ModuleMismatchError(f"{kernel.image} reports release {image_release}, "
+                                  f"not {kernel.release}")
+
+
+def _make_module_argv(kernel: Kernel, root: Path, directory: Path) -> list[str]:
+    return guestroot.in_root_argv(
+        root, ["make", "-C", kernel.headers_in_root, "M=/hmm/build", "modules"],
+        {"/hmm/build": directory})
+
+
+def _cffi_argv(kernel: Kernel, root: Path, directory: Path) -> list[str]:
+    # The root has only the kernel's compiler, not the `gcc` Python's build config names.
+    cc = kconfig.compiler(kconfig.parse(kernel.config.read_text())) \
+        if kernel.config.exists() else "gcc"
+    return guestroot.in_root_argv(
+        root, ["env", f"CC={cc}", "python3", "/hmm/project/harness/guest/uapi_build.py",
+               "--header", "/hmm/build/test_hmm_uapi.h", "--outdir", "/hmm/build"],
+        {"/hmm/build": directory, "/hmm/project": PROJECT_ROOT})
+
+
+def _announce_build(kernel: Kernel, root: Path, directory: Path, runner: CommandRunner) -> None:
+    runner.announce(f"# copy lib/test_hmm.c, lib/test_hmm_uapi.h and kmod/Makefile into "
+                    f"{directory}")
+    runner.run(_make_module_argv(kernel, root, directory))
+    runner.run(_cffi_argv(kernel, root, directory))
+    runner.announce(f"# write the initramfs (busybox and the 9p modules) to "
+                    f"{directory}/initramfs.img")
+
+
+def build_for_guest(kernel: Kernel, root: Path, cache_dir: Path, runner: CommandRunner,
+                    prebuilt_module: Path | None = None) -> GuestBuild:
+    sources = module_sources(kernel)
+    key = "<inputs-hash>" if runner.dry_run else _inputs_key(kernel, sources)
+    directory = cache_dir / "builds" / kernel.release / key
+    build = GuestBuild(directory=directory, module=directory / "test_hmm.ko",
+                       uapi_header=directory / "test_hmm_uapi.h",
+                       initramfs=directory / "initramfs.img")
+    if runner.dry_run:
+        _announce_build(kernel, root, directory, runner)
+    elif not (directory / ".complete").exists():
+        staging = directory.with_name(directory.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for name, path in sources.items():
+            shutil.copyfile(path, staging / name)
+        runner.run(_make_module_argv(kernel, root, staging), what="building test_hmm.ko")
+        runner.run(_cffi_argv(kernel, root, staging),
+                   what="building the cffi extension for test_hmm_uapi.h")
+        options = kconfig.parse(kernel.config.read_text())
+        (staging / "initramfs.img").write_bytes(
+            initramfs.build(root / "bin/busybox", kernel.modules_dir, options))
+        (staging / ".complete").touch()
+        shutil.rmtree(directory, ignore_errors=True)
+        staging.rename(directory)
+    if prebuilt_module is not None:
+        # A copy beside the rest, so the guest loads exactly the module that was checked.
+        custom = directory.with_name(directory.name + "-custom")
+        shutil.rmtree(custom, ignore_errors=True)
+        shutil.copytree(directory, custom)
+        shutil.copyfile(prebuilt_module, custom / "test_hmm.ko")
+        build = GuestBuild(directory=custom, module=custom / "test_hmm.ko",
+                           uapi_header=custom / "test_hmm_uapi.h",
+                           initramfs=custom / "initramfs.img")
+    if not runner.dry_run:
+        verify_module(build.module, kernel)
+    return build

@@ -1,0 +1,53 @@
+"""The Debian sid tree that is both the build root and, read-only over 9p, the guest's root."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+
+from harness import debian
+from harness.paths import PROJECT_ROOT
+
+PACKAGES_FILE = PROJECT_ROOT / "vm-images" / "guest-root.packages"
+# Mount points for the harness's shares; the guest root itself stays read-only.
+MOUNT_POINTS = ("hmm/project", "hmm/build", "hmm/results")
+
+
+def recipe_packages(text: str) -> list[str]:
+    """Package names of the recipe file, without comments."""
+    return [line.split("#", 1)[0].strip() for line in text.splitlines()
+            if line.split("#", 1)[0].strip()]
+
+
+def mmdebstrap_argv(suites: list[str], mirror: str, packages: list[str],
+                    target: Path) -> list[str]:
+    mkdirs = " ".join(f'"$1/{m}"' for m in MOUNT_POINTS)
+    return [
+        "mmdebstrap", "--variant=apt", "--mode=root",
+        '--aptopt=Acquire::Check-Valid-Until "false"',
+        '--aptopt=Acquire::Languages "none"',
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--include=" + ",".join(packages),
+        f"--customize-hook=mkdir -p {mkdirs}",
+        suites[0], str(target),
+        *[f"deb {mirror} {suite} main" for suite in suites],
+    ]
+
+
+def packages_for(release: str, recipe_text: str) -> list[str]:
+    return recipe_packages(recipe_text) + debian.KernelPackages(release).for_guest_root()
+
+
+def in_root_argv(root: Path, command: list[str], binds: Mapping[str, Path],
+                 cwd: str = "/") -> list[str]:
+    """Run `command` chrooted in `root` with host dirs bound in, in a private mount namespace
+    so nothing stays mounted afterwards."""
+    steps = [f"mount -t proc proc {shlex.quote(str(root / 'proc'))}"]
+    steps += [f"mount --bind {shlex.quote(str(host))} {shlex.quote(str(root / inside.lstrip('/')))}"
+              for inside, host in binds.items()]
+    inner = f"cd {shlex.quote(cwd)} && {shlex.join(command)}"
+    steps.append(f"chroot {shlex.quote(str(root))} sh -c {shlex.quote(inner)}")
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", " && ".join(steps)]

@@ -1,0 +1,58 @@
+"""Live progress and the final summary, printed for a person at a terminal or a CI log."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from harness.results import OUTCOMES, PASSING, RunReport
+
+
+class Progress:
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.total = 0
+        self.done = 0
+
+    def say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "guest-started":
+            self.say(f"guest up: kernel {event.get('release')}")
+        elif kind == "module-loaded":
+            self.say(f"test_hmm loaded {' '.join(event.get('params', []))}; devices: "
+                     f"{' '.join(event.get('devices', []))}")
+        elif kind == "setup-error":
+            self.say(f"guest setup failed: {event.get('message')}")
+        elif kind == "collected":
+            self.total = len(event.get("nodeids", []))
+            self.say(f"{self.total} tests selected")
+        elif kind == "test-start":
+            self.say(f"[{self.done + 1}/{self.total}] {event['nodeid']} ...")
+        elif kind == "test-result":
+            self.done += 1
+            self.say(f"[{self.done}/{self.total}] {event['outcome'].upper():8} {event['nodeid']}"
+                     f" ({event.get('duration', 0.0):.1f}s)")
+
+
+def summary(report: RunReport) -> str:
+    lines = []
+    kernel_problems = [t for t in report.tests if t.kernel_errors]
+    if report.session_kernel_errors or kernel_problems:
+        lines.append("KERNEL ERRORS")
+        lines += [f"  (outside any test) {e}" for e in report.session_kernel_errors]
+        lines += [f"  {t.nodeid}: {t.kernel_errors[0]}" for t in kernel_problems]
+    bad = [t for t in report.tests if t.outcome not in PASSING]
+    if bad:
+        lines.append("NOT PASSED")
+        for test in bad:
+            first = test.message.strip().splitlines()[-1] if test.message.strip() else ""
+            lines.append(f"  {test.outcome:12} {test.nodeid}  {first[:160]}")
+    lines += [f"PROBLEM: {p}" for p in report.problems]
+    counts = report.counts()
+    tally = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o])
+    lines.append(f"kernel {report.kernel.get('release', '?')} ({report.accelerator}), "
+                 f"mode {report.mode}: {tally or 'no tests'} in {report.wall_seconds:.0f}s")
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""Pure: the QEMU command line for one guest boot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+EVENTS_PORT = "org.hmm_harness.events"
+
+# Guest-physical layout for device-coherent memory. QEMU's pc machine puts RAM above 3.5 GiB
+# at 4 GiB, so with enough memory [4 GiB, 4.5 GiB) is ordinary RAM that `memmap=...%...+...`
+# turns into soft-reserved (E820 type 0xefffffff). test_hmm maps one 256 MiB chunk
+# (DEVMEM_CHUNK_SIZE) at each spm_addr_devN.
+COHERENT_BASE = 0x1_0000_0000
+COHERENT_CHUNK = 256 << 20
+COHERENT_DEVICES = 2
+SOFT_RESERVED_TYPE = 0xEFFFFFFF
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host directory the guest mounts over virtio-9p."""
+
+    tag: str
+    host_path: Path
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class GuestLayout:
+    """What memory and module parameters a memory mode needs."""
+
+    memory_mib: int
+    kernel_args: tuple[str, ...]
+    module_params: tuple[str, ...]
+
+
+def guest_layout(coherent: bool) -> GuestLayout:
+    if not coherent:
+        return GuestLayout(memory_mib=2048, kernel_args=(), module_params=())
+    size = COHERENT_CHUNK * COHERENT_DEVICES
+    memmap = f"memmap={size >> 20}M%{COHERENT_BASE:#x}-1+{SOFT_RESERVED_TYPE:#x}"
+    params = tuple(f"spm_addr_dev{i}={COHERENT_BASE + i * COHERENT_CHUNK:#x}"
+                   for i in range(COHERENT_DEVICES))
+    # 6 GiB puts RAM from 4 GiB to 6.5 GiB, so the reserved range sits inside RAM.
+    return GuestLayout(memory_mib=6144, kernel_args=(memmap,), module_params=params)
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    qemu: str
+    accel: str  # "kvm" or "tcg"
+    cpus: int
+    memory_mib: int
+    kernel_image: Path
+    initramfs: Path
+    kernel_args: tuple[str, ...]
+    shares: tuple[Share, ...]
+    console_log: Path
+    events_log: Path
+    monitor_socket: Path
+
+
+BASE_KERNEL_ARGS = (
+    "console=ttyS0",
+    "quiet",  # the guest init raises the console log level once booted: boot is faster quiet
+    "panic=-1",  # reboot at once on panic; with -no-reboot QEMU then exits
+    "printk.devkmsg=on",  # test markers written to /dev/kmsg must never be rate-limited
+    "no_hash_pointers",
+)
+
+
+def build_argv(spec: VmSpec) -> list[str]:
+    cpu = "host" if spec.accel == "kvm" else "max"
+    machine = [
+        spec.qemu,
+        "-accel", spec.accel, "-cpu", cpu,
+        "-smp", str(spec.cpus), "-m", f"{spec.memory_mib}M",
+        "-no-reboot",  # a reboot request (panic=-1 included) ends QEMU
+        "-nodefaults", "-display", "none", "-vga", "none",
+        "-nic", "none",  # the guest has no network
+    ]
+    boot = [
+        "-kernel", str(spec.kernel_image),
+        "-initrd", str(spec.initramfs),
+        "-append", " ".join(spec.kernel_args),
+    ]
+    channels = [
+        # The console goes to a file so it survives a guest that panics or hangs.
+        "-chardev", f"file,id=console,path={spec.console_log}",
+        "-serial", "chardev:console",
+        # Test events and the final status get their own channel, never scraped from the console.
+        "-device", "virtio-serial-pci",
+        "-chardev", f"file,id=events,path={spec.events_log}",
+        "-device", f"virtserialport,chardev=events,name={EVENTS_PORT}",
+        # The monitor lets the host ask a hung guest for sysrq task dumps.
+        "-monitor", f"unix:{spec.monitor_socket},server=on,wait=off",
+    ]
+    shares: list[str] = []
+    for share in spec.shares:
+        ro = ",readonly=on" if share.read_only else ""
+        shares += ["-virtfs", f"local,path={share.host_path},mount_tag={share.tag},"
+                              f"security_model=none{ro}"]
+    return machine + boot + channels + shares

@@ -1,0 +1,148 @@
+"""Pure: merge guest events and the console log into per-test outcomes, results.json, JUnit."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness import console
+
+# Outcomes, worst first. kernel-error: the test's own checks may have passed, but the kernel
+# reported an error (WARN, Oops, lockup, ...) while it ran. crashed: the guest died during it.
+# not-run: collected, but the guest was gone before its turn.
+OUTCOMES = ("crashed", "hung", "kernel-error", "error", "failed", "not-run", "skipped", "passed")
+PASSING = frozenset({"passed", "skipped"})
+
+
+@dataclass
+class TestOutcome:
+    nodeid: str
+    outcome: str
+    duration: float = 0.0
+    message: str = ""
+    kernel_errors: list[str] = field(default_factory=list)
+    kernel_log: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunReport:
+    tests: list[TestOutcome]
+    kernel: dict[str, str]
+    kconfig: dict[str, str]
+    accelerator: str
+    mode: str
+    session_kernel_errors: list[str] = field(default_factory=list)
+    session_kernel_log: list[str] = field(default_factory=list)
+    guest_status: int | None = None
+    problems: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for test in self.tests:
+            counts[test.outcome] += 1
+        return counts
+
+    def passed(self) -> bool:
+        return (all(t.outcome in PASSING for t in self.tests) and not self.session_kernel_errors
+                and not self.problems)
+
+
+def parse_events(text: str) -> list[dict[str, Any]]:
+    """Events in order; a last line cut short by a dying guest is dropped."""
+    events = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and "event" in event:
+            events.append(event)
+    return events
+
+
+def merge(events: list[dict[str, Any]], log: console.ConsoleLog) -> list[TestOutcome]:
+    """One outcome per collected test, in collection order; none goes missing."""
+    order: list[str] = []
+    results: dict[str, TestOutcome] = {}
+    started: set[str] = set()
+    for event in events:
+        kind = event["event"]
+        if kind == "collected":
+            order = list(event["nodeids"])
+        elif kind == "test-start":
+            started.add(event["nodeid"])
+        elif kind == "test-result":
+            results[event["nodeid"]] = TestOutcome(
+                nodeid=event["nodeid"], outcome=event["outcome"],
+                duration=float(event.get("duration", 0.0)), message=event.get("message", ""))
+    order += [nodeid for nodeid in [*started, *results] if nodeid not in order]
+    outcomes = []
+    for nodeid in order:
+        outcome = results.get(nodeid)
+        if outcome is None:
+            crashed = nodeid in started
+            outcome = TestOutcome(nodeid=nodeid, outcome="crashed" if crashed else "not-run",
+                                  message="the guest died while this test ran" if crashed
+                                  else "the guest was gone before this test could run")
+        test_log = log.tests.get(nodeid)
+        if test_log is not None:
+            outcome.kernel_errors = console.kernel_errors(test_log.lines)
+            outcome.kernel_log = console.excerpt(test_log.lines)
+            if outcome.kernel_errors and outcome.outcome in {"passed", "failed", "skipped",
+                                                             "error"}:
+                outcome.message = (f"kernel error while the test ran ({outcome.outcome} "
+                                   f"by its own checks): {outcome.kernel_errors[0]}\n"
+                                   + outcome.message)
+                outcome.outcome = "kernel-error"
+        outcomes.append(outcome)
+    return outcomes
+
+
+def exit_status(report: RunReport) -> int:
+    return 0 if report.passed() else 1
+
+
+def to_json(report: RunReport) -> dict[str, Any]:
+    data = asdict(report)
+    data["counts"] = report.counts()
+    data["passed"] = report.passed()
+    return data
+
+
+def to_junit(report: RunReport) -> str:
+    counts = report.counts()
+    failures = counts["failed"]
+    errors = sum(counts[o] for o in ("crashed", "hung", "kernel-error", "error", "not-run"))
+    suite = ET.Element("testsuite", name="hmm-harness", tests=str(len(report.tests)),
+                       failures=str(failures), errors=str(errors),
+                       skipped=str(counts["skipped"]),
+                       time=f"{sum(t.duration for t in report.tests):.3f}")
+    properties = ET.SubElement(suite, "properties")
+    for name, value in [("kernel", report.kernel.get("release", "")),
+                        ("accelerator", report.accelerator), ("mode", report.mode)]:
+        ET.SubElement(properties, "property", name=name, value=value)
+    for test in report.tests:
+        path, _, name = test.nodeid.rpartition("::")
+        case = ET.SubElement(suite, "testcase", name=name or test.nodeid,
+                             classname=path.removesuffix(".py").replace("/", ".").replace(
+                                 "::", "."), time=f"{test.duration:.3f}")
+        if test.outcome == "failed":
+            ET.SubElement(case, "failure", message=_first_line(test.message)).text = test.message
+        elif test.outcome == "skipped":
+            ET.SubElement(case, "skipped", message=_first_line(test.message))
+        elif test.outcome != "passed":
+            ET.SubElement(case, "error", type=test.outcome,
+                          message=_first_line(test.message)).text = test.message
+        if test.kernel_log:
+            ET.SubElement(case, "system-out").text = "\n".join(test.kernel_log)
+    if report.session_kernel_log:
+        ET.SubElement(suite, "system-out").text = "\n".join(report.session_kernel_log[-300:])
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""

@@ -1,0 +1,221 @@
+"""`harness run`: from a kernel spec to results.json and junit.xml."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import console, debian, guestbuild, kconfig, provision, qemu, results, vm
+from harness.commands import CommandRunner, require_tool
+from harness.errors import (
+    GuestSetupError,
+    KernelNotFoundError,
+    LostVMError,
+    MissingToolError,
+    ResultsDirError,
+    UsageError,
+)
+from harness.paths import PROJECT_ROOT
+from harness.progress import Progress
+
+MODES = ("private", "coherent", "all")
+DEFAULT_SUITES = ("tests/guest",)
+# pytest exit statuses the guest can report, see pytest.ExitCode.
+PYTEST_INTERNAL_ERROR, PYTEST_USAGE_ERROR, PYTEST_NO_TESTS = 3, 4, 5
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    results_dir: Path
+    cache_dir: Path
+    kernel: str | None = None
+    mode: str = "private"
+    keyword: str | None = None
+    suites: tuple[str, ...] = DEFAULT_SUITES
+    mirror: str = debian.DEFAULT_MIRROR
+    qemu: str = "qemu-system-x86_64"
+    accel: str = "auto"
+    cpus: int = 2
+    test_timeout: int = 600
+    run_timeout: int = 5400
+    module: Path | None = None
+    dry_run: bool = False
+    extra_kernel_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+def validate(options: RunOptions) -> None:
+    """Checks that need no download, so bad input fails in a second."""
+    if options.mode not in MODES:
+        raise UsageError(f"unknown --mode '{options.mode}'",
+                         f"use one of: {', '.join(MODES)}")
+    if options.accel not in ("auto", "kvm", "tcg"):
+        raise UsageError(f"unknown --accel '{options.accel}'", "use auto, kvm or tcg")
+    prepare_results_dir(options.results_dir)
+    clean_results(options.results_dir)
+    require_qemu(options.qemu)
+    if options.module is not None and not options.module.is_file():
+        raise UsageError(f"--module {options.module} is not a file",
+                         "give the path of a built test_hmm.ko, or drop --module")
+    for suite in options.suites:
+        if not (PROJECT_ROOT / suite).exists():
+            raise UsageError(f"suite '{suite}' does not exist under {PROJECT_ROOT}",
+                             "name a file or directory under tests/guest")
+
+
+def require_qemu(qemu_binary: str) -> None:
+    if os.sep not in qemu_binary:
+        require_tool(qemu_binary, "qemu-system-x86")
+    elif not os.access(qemu_binary, os.X_OK):
+        raise MissingToolError(f"QEMU '{qemu_binary}' does not exist or is not executable",
+                               "install qemu-system-x86 (apt-get install qemu-system-x86) or "
+                               "pass --qemu with the path of qemu-system-x86_64")
+
+
+def prepare_results_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "guest").mkdir(exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ResultsDirError(f"cannot write the results directory {path}: {error.strerror}",
+                              "pass --results with a directory you can write") from error
+
+
+def resolve_kernel(options: RunOptions, runner: CommandRunner) -> provision.Provisioned:
+    spec_text = options.kernel
+    if spec_text and (os.sep in spec_text or spec_text.startswith(".")):
+        return kernel_from_path(Path(spec_text), options, runner)
+    spec = debian.parse_debian_spec(spec_text) if spec_text else debian.DEFAULT_KERNEL
+    return provision.provision_debian(spec, options.cache_dir, options.mirror, runner)
+
+
+def kernel_from_path(path: Path, options: RunOptions,
+                     runner: CommandRunner) -> provision.Provisioned:
+    """A directory laid out like /usr/lib/modules/RELEASE of a Debian kernel package:
+    vmlinuz, config and the modules. The guest root is the default one."""
+    if not path.exists():
+        raise KernelNotFoundError(f"--kernel {path} does not exist",
+                                  "give an existing kernel directory, or a Debian release or "
+                                  "suite such as sid")
+    image, config = path / "vmlinuz", path / "config"
+    if not (image.is_file() and config.is_file()):
+        raise KernelNotFoundError(
+            f"--kernel {path} has no vmlinuz and config beside each other",
+            "point --kernel at a directory like /usr/lib/modules/RELEASE of a Debian kernel "
+            "package (vmlinuz, config, kernel/ modules)")
+    kconfig.require(kconfig.parse(config.read_text()), f"in {path}")
+    base = provision.provision_debian(debian.DEFAULT_KERNEL, options.cache_dir, options.mirror,
+                                      runner)
+    release = path.resolve().name
+    kernel = provision.Kernel(release=release, image=image, config=config, modules_dir=path,
+                              source_dir=base.kernel.source_dir,
+                              headers_in_root=f"/usr/src/linux-headers-{release}",
+                              origin=f"kernel directory {path}")
+    return provision.Provisioned(kernel=kernel, root=base.root)
+
+
+def write_plan(options: RunOptions, layout: qemu.GuestLayout) -> None:
+    plan = {"mode": options.mode, "keyword": options.keyword, "suites": list(options.suites),
+            "module_params": list(layout.module_params), "test_timeout": options.test_timeout}
+    (options.results_dir / "guest" / "plan.json").write_text(json.dumps(plan, indent=2))
+
+
+def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> results.RunReport:
+    started = time.monotonic()
+    validate(options)
+    with provision.cache_lock(options.cache_dir):
+        provisioned = resolve_kernel(options, runner)
+        kernel = provisioned.kernel
+        options_set = kconfig.parse(kernel.config.read_text()) if not runner.dry_run else {}
+        if not runner.dry_run:
+            kconfig.require(options_set, kernel.origin)
+        build = guestbuild.build_for_guest(kernel, provisioned.root, options.cache_dir, runner,
+                                           options.module)
+    accel = vm.choose_accel(options.accel, options.qemu, kernel.image, options.cache_dir, runner)
+    progress.say(f"kernel: {kernel.origin}; accelerator: {accel.accel} ({accel.reason})")
+    layout = qemu.guest_layout(coherent=options.mode != "private")
+    write_plan(options, layout)
+    run_dir = options.results_dir
+    spec = qemu.VmSpec(
+        qemu=options.qemu, accel=accel.accel, cpus=options.cpus, memory_mib=layout.memory_mib,
+        kernel_image=kernel.image, initramfs=build.initramfs,
+        kernel_args=(*qemu.BASE_KERNEL_ARGS, *layout.kernel_args, *options.extra_kernel_args),
+        shares=(qemu.Share("sysroot", provisioned.root),
+                qemu.Share("project", PROJECT_ROOT),
+                qemu.Share("build", build.directory),
+                qemu.Share("results", run_dir / "guest", read_only=False)),
+        console_log=run_dir / "console.log", events_log=run_dir / "events.jsonl",
+        monitor_socket=Path(tempfile.mkdtemp(prefix="hmm-harness-")) / "monitor.sock")
+    if runner.dry_run:
+        vm.boot(spec, runner, options.run_timeout, progress.on_event)
+        return results.RunReport(tests=[], kernel={"release": kernel.release}, kconfig={},
+                                 accelerator=accel.accel, mode=options.mode)
+    guest = vm.boot(spec, runner, options.run_timeout, progress.on_event)
+    report = assemble_report(guest, spec.console_log, kernel, options_set, accel, options)
+    report.wall_seconds = time.monotonic() - started
+    write_reports(report, run_dir)
+    return report
+
+
+def assemble_report(guest: vm.GuestRun, console_log: Path, kernel: provision.Kernel,
+                    options_set: dict[str, str], accel: vm.AccelChoice,
+                    options: RunOptions) -> results.RunReport:
+    text = console_log.read_text(errors="replace") if console_log.exists() else ""
+    log = console.parse(text)
+    events = guest.events
+    kinds = {e["event"] for e in events}
+    exit_event = next((e for e in events if e["event"] == "guest-exit"), None)
+    setup_error = next((e for e in events if e["event"] == "setup-error"), None)
+    tail = "\n".join(text.splitlines()[-40:])
+    output_log = options.results_dir / "guest" / "pytest-output.log"
+    output_tail = "\n".join(output_log.read_text(errors="replace").splitlines()[-25:]) \
+        if output_log.exists() else "(no pytest output)"
+    status = exit_event["status"] if exit_event else None
+    if setup_error:
+        raise GuestSetupError(f"the guest could not set up test_hmm: {setup_error['message']}",
+                              f"see {console_log} for the kernel log")
+    if status == PYTEST_NO_TESTS:
+        raise UsageError(f"no test matched -k {options.keyword!r} in "
+                         f"{' '.join(options.suites)}", "check the -k expression")
+    if status in (PYTEST_INTERNAL_ERROR, PYTEST_USAGE_ERROR):
+        raise GuestSetupError(f"pytest in the guest stopped with exit status {status}:\n"
+                              f"{output_tail}", f"see {output_log}")
+    if "collected" not in kinds:
+        guest_error = next((e for e in events if e["event"] == "guest-error"), None)
+        detail = guest_error["message"] if guest_error else f"console tail:\n{tail}"
+        raise LostVMError(
+            f"the guest ended before any test was collected "
+            f"(QEMU exit {guest.returncode}{', timed out' if guest.timed_out else ''}): "
+            f"{detail}", f"see {console_log} and {output_log}")
+    report = results.RunReport(
+        tests=results.merge(events, log),
+        kernel={"release": kernel.release, "origin": kernel.origin, "image": str(kernel.image)},
+        kconfig=kconfig.checked_values(options_set), accelerator=accel.accel, mode=options.mode,
+        session_kernel_errors=console.kernel_errors(log.session_lines),
+        session_kernel_log=log.session_lines[-300:],
+        guest_status=status)
+    if exit_event is None:
+        report.problems.append(
+            "the guest " + ("timed out" if guest.timed_out else "died") +
+            f" before it finished (QEMU exit {guest.returncode}); console tail in console.log")
+    return report
+
+
+def write_reports(report: results.RunReport, results_dir: Path) -> None:
+    (results_dir / "results.json").write_text(json.dumps(results.to_json(report), indent=2))
+    (results_dir / "junit.xml").write_text(results.to_junit(report))
+
+
+def clean_results(results_dir: Path) -> None:
+    """Results of an earlier run in the same directory must not pass for this run's."""
+    for name in ("results.json", "junit.xml", "console.log", "events.jsonl"):
+        (results_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(results_dir / "guest", ignore_errors=True)
+    (results_dir / "guest").mkdir()

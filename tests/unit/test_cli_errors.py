@@ -1,0 +1,107 @@
+"""Bad input ends with exit 125 and a message naming the problem and the fix, in a second,
+before anything is downloaded or booted."""
+
+import os
+import shutil
+
+import pytest
+
+from harness import cli
+
+
+def _run(capsys, *argv):
+    status = cli.main(["run", *argv])
+    return status, capsys.readouterr().err
+
+
+def test_unknown_mode(capsys, tmp_path):
+    status, err = _run(capsys, "--mode", "coherentish", "--results", str(tmp_path))
+    assert status == cli.EXIT_HARNESS
+    assert "unknown --mode 'coherentish'" in err and "private, coherent, all" in err
+
+
+def test_unknown_option_is_a_usage_error_not_argparse_exit_2(capsys, tmp_path):
+    status, err = _run(capsys, "--kernal", "sid")
+    assert status == cli.EXIT_HARNESS
+    assert "--kernal" in err and "--help" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; see the next test")
+def test_results_dir_without_permission(capsys, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    status, err = _run(capsys, "--results", str(locked / "r"))
+    assert status == cli.EXIT_HARNESS and "cannot write the results directory" in err
+
+
+def test_results_dir_that_is_a_file(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    status, err = _run(capsys, "--results", str(blocker / "results"))
+    assert status == cli.EXIT_HARNESS
+    assert f"cannot write the results directory {blocker / 'results'}" in err
+    assert "--results" in err
+    assert blocker.read_text() == "not a directory"
+
+
+def test_results_dir_on_a_read_only_filesystem(capsys):
+    if not os.path.ismount("/proc"):
+        pytest.skip("no /proc mounted")
+    status, err = _run(capsys, "--results", "/proc/hmm-results")
+    assert status == cli.EXIT_HARNESS and "cannot write the results directory" in err
+
+
+def test_qemu_not_installed_at_given_path(capsys, tmp_path):
+    status, err = _run(capsys, "--results", str(tmp_path), "--qemu", "/nonexistent/qemu")
+    assert status == cli.EXIT_HARNESS
+    assert "QEMU '/nonexistent/qemu' does not exist" in err and "apt-get install" in err
+
+
+def test_qemu_not_on_path(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    status, err = _run(capsys, "--results", str(tmp_path / "r"))
+    assert status == cli.EXIT_HARNESS
+    assert "'qemu-system-x86_64' is not installed" in err and "qemu-system-x86" in err
+
+
+@pytest.fixture
+def fake_qemu_on_path(tmp_path, monkeypatch):
+    """Validation only checks that QEMU is there; these tests fail before it would run."""
+    real = shutil.which("qemu-system-x86_64")
+    if real is None:
+        pytest.skip("qemu-system-x86_64 is not installed")
+    return real
+
+
+def test_kernel_path_that_does_not_exist(capsys, tmp_path, fake_qemu_on_path):
+    status, err = _run(capsys, "--results", str(tmp_path / "r"), "--kernel",
+                       str(tmp_path / "no-such-kernel"))
+    assert status == cli.EXIT_HARNESS
+    assert f"--kernel {tmp_path / 'no-such-kernel'} does not exist" in err
+
+
+def test_kernel_without_device_private_names_the_options(capsys, tmp_path, data_dir,
+                                                         fake_qemu_on_path):
+    kernel = tmp_path / "7.2.13-custom"
+    kernel.mkdir()
+    (kernel / "vmlinuz").write_bytes((data_dir / "vmlinuz-7.2.13+deb14-amd64.head").read_bytes())
+    config = (data_dir / "config-7.2.13+deb14-amd64").read_text()
+    for option in ("CONFIG_DEVICE_PRIVATE", "CONFIG_ZONE_DEVICE", "CONFIG_TRANSPARENT_HUGEPAGE"):
+        config = config.replace(f"{option}=y", f"# {option} is not set")
+    (kernel / "config").write_text(config)
+    status, err = _run(capsys, "--results", str(tmp_path / "r"), "--kernel", str(kernel))
+    assert status == cli.EXIT_HARNESS
+    for option in ("CONFIG_DEVICE_PRIVATE", "CONFIG_ZONE_DEVICE", "CONFIG_TRANSPARENT_HUGEPAGE"):
+        assert f"{option}=n" in err
+    assert "fix:" in err
+
+
+def test_module_that_does_not_exist(capsys, tmp_path, fake_qemu_on_path):
+    status, err = _run(capsys, "--results", str(tmp_path / "r"), "--module",
+                       str(tmp_path / "test_hmm.ko"))
+    assert status == cli.EXIT_HARNESS and "is not a file" in err
+
+
+def test_no_command(capsys):
+    assert cli.main([]) == cli.EXIT_HARNESS
+    assert "no command given" in capsys.readouterr().err

@@ -1,0 +1,65 @@
+"""The QEMU command line, decided without starting QEMU."""
+
+from pathlib import Path
+
+from harness import qemu
+
+
+def _spec(**changes):
+    fields = dict(qemu="qemu-system-x86_64", accel="tcg", cpus=2, memory_mib=2048,
+                  kernel_image=Path("/k/vmlinuz"), initramfs=Path("/b/initramfs.img"),
+                  kernel_args=qemu.BASE_KERNEL_ARGS,
+                  shares=(qemu.Share("sysroot", Path("/root")),
+                          qemu.Share("results", Path("/r/guest"), read_only=False)),
+                  console_log=Path("/r/console.log"), events_log=Path("/r/events.jsonl"),
+                  monitor_socket=Path("/tmp/m.sock"))
+    fields.update(changes)
+    return qemu.VmSpec(**fields)
+
+
+def _option_values(argv, option):
+    return [argv[i + 1] for i, word in enumerate(argv) if word == option]
+
+
+def test_guest_has_no_network_and_only_results_is_writable():
+    argv = qemu.build_argv(_spec())
+    assert _option_values(argv, "-nic") == ["none"]
+    virtfs = _option_values(argv, "-virtfs")
+    assert "local,path=/root,mount_tag=sysroot,security_model=none,readonly=on" in virtfs
+    writable = [v for v in virtfs if "readonly=on" not in v]
+    assert writable == ["local,path=/r/guest,mount_tag=results,security_model=none"]
+
+
+def test_accelerator_and_cpu_model():
+    assert _option_values(qemu.build_argv(_spec()), "-cpu") == ["max"]
+    kvm = qemu.build_argv(_spec(accel="kvm"))
+    assert _option_values(kvm, "-accel") == ["kvm"]
+    assert _option_values(kvm, "-cpu") == ["host"]
+
+
+def test_events_have_their_own_virtio_serial_port():
+    argv = qemu.build_argv(_spec())
+    devices = _option_values(argv, "-device")
+    assert f"virtserialport,chardev=events,name={qemu.EVENTS_PORT}" in devices
+    assert "file,id=events,path=/r/events.jsonl" in _option_values(argv, "-chardev")
+    assert _option_values(argv, "-serial") == ["chardev:console"]
+
+
+def test_private_layout_needs_no_reserved_memory():
+    layout = qemu.guest_layout(coherent=False)
+    assert layout.kernel_args == () and layout.module_params == ()
+
+
+def test_coherent_layout_reserves_two_chunks_inside_ram():
+    layout = qemu.guest_layout(coherent=True)
+    assert layout.kernel_args == ("memmap=512M%0x100000000-1+0xefffffff",)
+    assert layout.module_params == ("spm_addr_dev0=0x100000000", "spm_addr_dev1=0x110000000")
+    # pc machines map RAM above 3 GiB at 4 GiB; the reserved end must be below the RAM end.
+    high_ram_end = (4 << 30) + (layout.memory_mib << 20) - (3 << 30)
+    assert high_ram_end >= qemu.COHERENT_BASE + 2 * qemu.COHERENT_CHUNK
+
+
+def test_kernel_args_keep_markers_unlimited():
+    argv = qemu.build_argv(_spec())
+    append = _option_values(argv, "-append")[0].split()
+    assert "printk.devkmsg=on" in append and "panic=-1" in append
