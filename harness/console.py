@@ -74,6 +74,11 @@ def kernel_errors(lines: list[str]) -> list[str]:
     return [line for line in lines if any(p.search(line) for p in KERNEL_ERROR_PATTERNS)]
 
 
+def distinct(reports: list[str], limit: int = 20) -> list[str]:
+    """Each different report once, in order: one WARN can repeat a thousand times."""
+    return list(dict.fromkeys(reports))[:limit]
+
+
 def excerpt(lines: list[str], limit: int = 200) -> list[str]:
     """At most `limit` lines, keeping the start of the first kernel error if there is one."""
     if len(lines) <= limit:

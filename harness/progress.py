@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, TextIO
 
 from harness.results import OUTCOMES, PASSING, RunReport
@@ -13,9 +14,10 @@ class Progress:
         self.stream = stream
         self.total = 0
         self.done = 0
+        self.started = time.monotonic()
 
     def say(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", file=self.stream, flush=True)
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")

@@ -89,7 +89,7 @@ def merge(events: list[dict[str, Any]], log: console.ConsoleLog) -> list[TestOut
                                   else "the guest was gone before this test could run")
         test_log = log.tests.get(nodeid)
         if test_log is not None:
-            outcome.kernel_errors = console.kernel_errors(test_log.lines)
+            outcome.kernel_errors = console.distinct(console.kernel_errors(test_log.lines))
             outcome.kernel_log = console.excerpt(test_log.lines)
             if outcome.kernel_errors and outcome.outcome in {"passed", "failed", "skipped",
                                                              "error"}:

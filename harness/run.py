@@ -61,6 +61,8 @@ def validate(options: RunOptions) -> None:
     if options.module is not None and not options.module.is_file():
         raise UsageError(f"--module {options.module} is not a file",
                          "give the path of a built test_hmm.ko, or drop --module")
+    if options.kernel and is_path_spec(options.kernel):
+        check_kernel_dir(Path(options.kernel))
     for suite in options.suites:
         if not (PROJECT_ROOT / suite).exists():
             raise UsageError(f"suite '{suite}' does not exist under {PROJECT_ROOT}",
@@ -88,18 +90,21 @@ def prepare_results_dir(path: Path) -> None:
                               "pass --results with a directory you can write") from error
 
 
+def is_path_spec(spec: str) -> bool:
+    return os.sep in spec or spec.startswith(".")
+
+
 def resolve_kernel(options: RunOptions, runner: CommandRunner) -> provision.Provisioned:
     spec_text = options.kernel
-    if spec_text and (os.sep in spec_text or spec_text.startswith(".")):
+    if spec_text and is_path_spec(spec_text):
         return kernel_from_path(Path(spec_text), options, runner)
     spec = debian.parse_debian_spec(spec_text) if spec_text else debian.DEFAULT_KERNEL
     return provision.provision_debian(spec, options.cache_dir, options.mirror, runner)
 
 
-def kernel_from_path(path: Path, options: RunOptions,
-                     runner: CommandRunner) -> provision.Provisioned:
+def check_kernel_dir(path: Path) -> None:
     """A directory laid out like /usr/lib/modules/RELEASE of a Debian kernel package:
-    vmlinuz, config and the modules. The guest root is the default one."""
+    vmlinuz, config and the modules."""
     if not path.exists():
         raise KernelNotFoundError(f"--kernel {path} does not exist",
                                   "give an existing kernel directory, or a Debian release or "
@@ -111,10 +116,16 @@ def kernel_from_path(path: Path, options: RunOptions,
             "point --kernel at a directory like /usr/lib/modules/RELEASE of a Debian kernel "
             "package (vmlinuz, config, kernel/ modules)")
     kconfig.require(kconfig.parse(config.read_text()), f"in {path}")
+
+
+def kernel_from_path(path: Path, options: RunOptions,
+                     runner: CommandRunner) -> provision.Provisioned:
+    """The guest root and the test_hmm source are the default kernel's."""
     base = provision.provision_debian(debian.DEFAULT_KERNEL, options.cache_dir, options.mirror,
                                       runner)
     release = path.resolve().name
-    kernel = provision.Kernel(release=release, image=image, config=config, modules_dir=path,
+    kernel = provision.Kernel(release=release, image=path / "vmlinuz", config=path / "config",
+                              modules_dir=path,
                               source_dir=base.kernel.source_dir,
                               headers_in_root=f"/usr/src/linux-headers-{release}",
                               origin=f"kernel directory {path}")
@@ -198,7 +209,7 @@ def assemble_report(guest: vm.GuestRun, console_log: Path, kernel: provision.Ker
         tests=results.merge(events, log),
         kernel={"release": kernel.release, "origin": kernel.origin, "image": str(kernel.image)},
         kconfig=kconfig.checked_values(options_set), accelerator=accel.accel, mode=options.mode,
-        session_kernel_errors=console.kernel_errors(log.session_lines),
+        session_kernel_errors=console.distinct(console.kernel_errors(log.session_lines)),
         session_kernel_log=log.session_lines[-300:],
         guest_status=status)
     if exit_event is None:

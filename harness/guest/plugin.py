@@ -6,10 +6,13 @@ with the parameters the host planned) and provides the `variant` fixture the sui
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import select
 import subprocess
+import sys
 import time
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +72,24 @@ def _wait_for_devices(sock: Any, paths: list[str], deadline: float) -> None:
             + " (for coherent devices the guest needs soft-reserved memory at spm_addr_dev0/1)")
 
 
-def load_module(params: list[str], mode: str) -> None:
-    from pyroute2 import UeventSocket  # only the guest root has it
+def uevent_socket_class() -> Any:
+    """pyroute2's UeventSocket, without running pyroute2/__init__.py: that imports every
+    socket class the library has (IPDB, NDB, nftables, ...), which under TCG takes longer than
+    booting the kernel. The uevent socket needs only pyroute2.netlink."""
+    if "pyroute2" not in sys.modules:
+        spec = importlib.util.find_spec("pyroute2")
+        if spec is None or spec.submodule_search_locations is None:
+            raise ModuleSetupError("pyroute2 is not installed in the guest root")
+        package = types.ModuleType("pyroute2")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["pyroute2"] = package
+    from pyroute2.netlink.uevent import UeventSocket
 
-    sock = UeventSocket()
+    return UeventSocket
+
+
+def load_module(params: list[str], mode: str) -> None:
+    sock = uevent_socket_class()()
     sock.bind()
     try:
         load = subprocess.run(["insmod", MODULE_PATH, *params], capture_output=True, text=True)

@@ -9,6 +9,11 @@ import pytest
 from harness import cli
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HMM_HARNESS_CACHE", str(tmp_path / "cache"))
+
+
 def _run(capsys, *argv):
     status = cli.main(["run", *argv])
     return status, capsys.readouterr().err
