@@ -10,7 +10,6 @@ import pytest
 
 from harness.paths import PROJECT_ROOT
 
-
 # Run inside the guest by these tests, not by the host.
 collect_ignore = ["guest_suites"]
 
