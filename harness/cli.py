@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--module", type=Path, metavar="KO",
                       help="load this prebuilt test_hmm.ko instead of building one; its "
                            "vermagic is checked against the kernel")
+    runp.add_argument("--extra-kmod", type=Path, action="append", dest="extra_kmods",
+                      metavar="DIR", default=[],
+                      help="also build this out-of-tree module directory for the kernel; the "
+                           "guest finds it as /hmm/build/extra/NAME/NAME.ko (the harness's own "
+                           "tests use it for modules that oops, warn or hang on purpose)")
     runp.add_argument("--accel", default="auto", metavar="ACCEL",
                       help="auto (KVM if a probe guest really runs, else TCG), kvm or tcg "
                            "(default: %(default)s)")
@@ -88,7 +93,8 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
         kernel=args.kernel, mode=args.mode, keyword=args.keyword,
         suites=tuple(args.suites or run.DEFAULT_SUITES), mirror=args.mirror, qemu=args.qemu,
         accel=args.accel, cpus=args.cpus, test_timeout=args.test_timeout,
-        run_timeout=args.run_timeout, module=args.module, dry_run=args.dry_run)
+        run_timeout=args.run_timeout, module=args.module,
+        extra_kmods=tuple(p.resolve() for p in args.extra_kmods), dry_run=args.dry_run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

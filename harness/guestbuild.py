@@ -32,11 +32,12 @@ def module_sources(kernel: Kernel) -> dict[str, Path]:
             "Makefile": KMOD_MAKEFILE}
 
 
-def _inputs_key(kernel: Kernel, sources: dict[str, Path]) -> str:
+def _inputs_key(kernel: Kernel, sources: dict[str, Path], extra: tuple[Path, ...]) -> str:
     digest = hashlib.sha256(kernel.release.encode())
+    extra_files = [f for d in extra for f in sorted(d.iterdir()) if f.is_file()]
     for path in [*sources.values(), CFFI_BUILD_SCRIPT, initramfs.INIT_SCRIPT,
-                 Path(initramfs.__file__)]:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+                 Path(initramfs.__file__), *extra_files]:
+        digest.update(str(path.name).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -58,9 +59,11 @@ def verify_module(module: Path, kernel: Kernel) -> None:
                                   f"not {kernel.release}")
 
 
-def _make_module_argv(kernel: Kernel, root: Path, directory: Path) -> list[str]:
+def _make_module_argv(kernel: Kernel, root: Path, directory: Path,
+                      subdir: str = "") -> list[str]:
+    module_dir = f"/hmm/build/{subdir}".rstrip("/")
     return guestroot.in_root_argv(
-        root, ["make", "-C", kernel.headers_in_root, "M=/hmm/build", "modules"],
+        root, ["make", "-C", kernel.headers_in_root, f"M={module_dir}", "modules"],
         {"/hmm/build": directory})
 
 
@@ -84,9 +87,12 @@ def _announce_build(kernel: Kernel, root: Path, directory: Path, runner: Command
 
 
 def build_for_guest(kernel: Kernel, root: Path, cache_dir: Path, runner: CommandRunner,
-                    prebuilt_module: Path | None = None) -> GuestBuild:
+                    prebuilt_module: Path | None = None,
+                    extra_modules: tuple[Path, ...] = ()) -> GuestBuild:
+    """Everything lands in one directory keyed by its inputs; extra module directories are
+    built beside test_hmm and reach the guest as /hmm/build/extra/NAME/NAME.ko."""
     sources = module_sources(kernel)
-    key = "<inputs-hash>" if runner.dry_run else _inputs_key(kernel, sources)
+    key = "<inputs-hash>" if runner.dry_run else _inputs_key(kernel, sources, extra_modules)
     directory = cache_dir / "builds" / kernel.release / key
     build = GuestBuild(directory=directory, module=directory / "test_hmm.ko",
                        uapi_header=directory / "test_hmm_uapi.h",
@@ -100,6 +106,11 @@ def build_for_guest(kernel: Kernel, root: Path, cache_dir: Path, runner: Command
         for name, path in sources.items():
             shutil.copyfile(path, staging / name)
         runner.run(_make_module_argv(kernel, root, staging), what="building test_hmm.ko")
+        for extra in extra_modules:
+            target = staging / "extra" / extra.name
+            shutil.copytree(extra, target)
+            runner.run(_make_module_argv(kernel, root, staging, f"extra/{extra.name}"),
+                       what=f"building the extra module {extra}")
         runner.run(_cffi_argv(kernel, root, staging),
                    what="building the cffi extension for test_hmm_uapi.h")
         options = kconfig.parse(kernel.config.read_text())

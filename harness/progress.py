@@ -29,10 +29,17 @@ class Progress:
         elif kind == "setup-error":
             self.say(f"guest setup failed: {event.get('message')}")
         elif kind == "collected":
-            self.total = len(event.get("nodeids", []))
-            self.say(f"{self.total} tests selected")
+            count = len(event.get("nodeids", []))
+            if self.total:
+                self.say(f"{count} tests left to run in this guest")
+            else:
+                self.total = count
+                self.say(f"{self.total} tests selected")
         elif kind == "test-start":
             self.say(f"[{self.done + 1}/{self.total}] {event['nodeid']} ...")
+        elif kind == "host-watchdog":
+            self.say(f"{event['nodeid']} outlived its timeout: dumping the guest's tasks, then "
+                     "killing the guest")
         elif kind == "test-result":
             self.done += 1
             self.say(f"[{self.done}/{self.total}] {event['outcome'].upper():8} {event['nodeid']}"

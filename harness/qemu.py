@@ -65,6 +65,10 @@ BASE_KERNEL_ARGS = (
     "console=ttyS0",
     "quiet",  # the guest init raises the console log level once booted: boot is faster quiet
     "panic=-1",  # reboot at once on panic; with -no-reboot QEMU then exits
+    # After an Oops the kernel holds whatever locks the killed task held: later tests in the
+    # same boot would fail or hang for reasons not their own. Panic, and let the host boot
+    # a fresh guest for the next test.
+    "oops=panic",
     "printk.devkmsg=on",  # test markers written to /dev/kmsg must never be rate-limited
     "no_hash_pointers",
 )

@@ -63,8 +63,9 @@ def parse_events(text: str) -> list[dict[str, Any]]:
     return events
 
 
-def merge(events: list[dict[str, Any]], log: console.ConsoleLog) -> list[TestOutcome]:
-    """One outcome per collected test, in collection order; none goes missing."""
+def merge(events: list[dict[str, Any]], log: console.ConsoleLog,
+          hung_nodeid: str | None = None) -> list[TestOutcome]:
+    """One outcome per collected test of one guest boot, in collection order."""
     order: list[str] = []
     results: dict[str, TestOutcome] = {}
     started: set[str] = set()
@@ -82,7 +83,11 @@ def merge(events: list[dict[str, Any]], log: console.ConsoleLog) -> list[TestOut
     outcomes = []
     for nodeid in order:
         outcome = results.get(nodeid)
-        if outcome is None:
+        if outcome is None and nodeid == hung_nodeid:
+            outcome = TestOutcome(nodeid=nodeid, outcome="hung", message=(
+                "the test outlived its timeout inside the kernel; the host dumped the guest's "
+                "tasks (sysrq w, l, t: see kernel_log) and killed the guest"))
+        elif outcome is None:
             crashed = nodeid in started
             outcome = TestOutcome(nodeid=nodeid, outcome="crashed" if crashed else "not-run",
                                   message="the guest died while this test ran" if crashed
@@ -99,6 +104,22 @@ def merge(events: list[dict[str, Any]], log: console.ConsoleLog) -> list[TestOut
                 outcome.outcome = "kernel-error"
         outcomes.append(outcome)
     return outcomes
+
+
+def combine(order: list[str], rounds: list[list[TestOutcome]]) -> list[TestOutcome]:
+    """Outcomes over several boots: each test's first outcome other than not-run."""
+    final: dict[str, TestOutcome] = {}
+    for outcomes in rounds:
+        for outcome in outcomes:
+            if outcome.outcome != "not-run":
+                final.setdefault(outcome.nodeid, outcome)
+    never = "the guest was gone before this test could run"
+    return [final.get(nodeid) or TestOutcome(nodeid, "not-run", message=never)
+            for nodeid in order]
+
+
+def still_to_run(order: list[str], rounds: list[list[TestOutcome]]) -> list[str]:
+    return [t.nodeid for t in combine(order, rounds) if t.outcome == "not-run"]
 
 
 def exit_status(report: RunReport) -> int:

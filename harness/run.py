@@ -44,6 +44,7 @@ class RunOptions:
     test_timeout: int = 600
     run_timeout: int = 5400
     module: Path | None = None
+    extra_kmods: tuple[Path, ...] = ()
     dry_run: bool = False
     extra_kernel_args: tuple[str, ...] = field(default_factory=tuple)
 
@@ -63,6 +64,10 @@ def validate(options: RunOptions) -> None:
                          "give the path of a built test_hmm.ko, or drop --module")
     if options.kernel and is_path_spec(options.kernel):
         check_kernel_dir(Path(options.kernel))
+    for extra in options.extra_kmods:
+        if not (extra / "Makefile").is_file() and not (extra / "Kbuild").is_file():
+            raise UsageError(f"--extra-kmod {extra} has no Makefile or Kbuild",
+                             "give a directory holding an out-of-tree module (obj-m := ...)")
     for suite in options.suites:
         if not (PROJECT_ROOT / suite).exists():
             raise UsageError(f"suite '{suite}' does not exist under {PROJECT_ROOT}",
@@ -132,9 +137,11 @@ def kernel_from_path(path: Path, options: RunOptions,
     return provision.Provisioned(kernel=kernel, root=base.root)
 
 
-def write_plan(options: RunOptions, layout: qemu.GuestLayout) -> None:
+def write_plan(options: RunOptions, layout: qemu.GuestLayout, round_number: int,
+               deselect: list[str]) -> None:
     plan = {"mode": options.mode, "keyword": options.keyword, "suites": list(options.suites),
-            "module_params": list(layout.module_params), "test_timeout": options.test_timeout}
+            "module_params": list(layout.module_params), "test_timeout": options.test_timeout,
+            "round": round_number, "deselect": deselect}
     (options.results_dir / "guest" / "plan.json").write_text(json.dumps(plan, indent=2))
 
 
@@ -148,36 +155,72 @@ def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> resul
         if not runner.dry_run:
             kconfig.require(options_set, kernel.origin)
         build = guestbuild.build_for_guest(kernel, provisioned.root, options.cache_dir, runner,
-                                           options.module)
+                                           options.module, options.extra_kmods)
     accel = vm.choose_accel(options.accel, options.qemu, kernel.image, options.cache_dir, runner)
     progress.say(f"kernel: {kernel.origin}; accelerator: {accel.accel} ({accel.reason})")
     layout = qemu.guest_layout(coherent=options.mode != "private")
-    write_plan(options, layout)
-    run_dir = options.results_dir
-    spec = qemu.VmSpec(
-        qemu=options.qemu, accel=accel.accel, cpus=options.cpus, memory_mib=layout.memory_mib,
-        kernel_image=kernel.image, initramfs=build.initramfs,
-        kernel_args=(*qemu.BASE_KERNEL_ARGS, *layout.kernel_args, *options.extra_kernel_args),
-        shares=(qemu.Share("sysroot", provisioned.root),
-                qemu.Share("project", PROJECT_ROOT),
-                qemu.Share("build", build.directory),
-                qemu.Share("results", run_dir / "guest", read_only=False)),
-        console_log=run_dir / "console.log", events_log=run_dir / "events.jsonl",
-        monitor_socket=Path(tempfile.mkdtemp(prefix="hmm-harness-")) / "monitor.sock")
+    monitor_dir = Path(tempfile.mkdtemp(prefix="hmm-harness-"))
+
+    def vm_spec(round_number: int) -> qemu.VmSpec:
+        suffix = "" if round_number == 1 else f"-{round_number}"
+        return qemu.VmSpec(
+            qemu=options.qemu, accel=accel.accel, cpus=options.cpus,
+            memory_mib=layout.memory_mib, kernel_image=kernel.image, initramfs=build.initramfs,
+            kernel_args=(*qemu.BASE_KERNEL_ARGS, *layout.kernel_args,
+                         *options.extra_kernel_args),
+            shares=(qemu.Share("sysroot", provisioned.root),
+                    qemu.Share("project", PROJECT_ROOT),
+                    qemu.Share("build", build.directory),
+                    qemu.Share("results", options.results_dir / "guest", read_only=False)),
+            console_log=options.results_dir / f"console{suffix}.log",
+            events_log=options.results_dir / f"events{suffix}.jsonl",
+            monitor_socket=monitor_dir / "monitor.sock")
+
     if runner.dry_run:
-        vm.boot(spec, runner, options.run_timeout, progress.on_event)
+        write_plan(options, layout, 1, [])
+        vm.boot(vm_spec(1), runner, options.run_timeout, options.test_timeout, progress.on_event)
         return results.RunReport(tests=[], kernel={"release": kernel.release}, kconfig={},
                                  accelerator=accel.accel, mode=options.mode)
-    guest = vm.boot(spec, runner, options.run_timeout, progress.on_event)
-    report = assemble_report(guest, spec.console_log, kernel, options_set, accel, options)
+    report = results.RunReport(
+        tests=[], kernel={"release": kernel.release, "origin": kernel.origin,
+                          "image": str(kernel.image)},
+        kconfig=kconfig.checked_values(options_set), accelerator=accel.accel, mode=options.mode)
+    order: list[str] = []
+    rounds: list[list[results.TestOutcome]] = []
+    try:
+        while True:
+            number = len(rounds) + 1
+            deselect = [t.nodeid for outcomes in rounds for t in outcomes
+                        if t.outcome != "not-run"]
+            write_plan(options, layout, number, deselect)
+            spec = vm_spec(number)
+            guest = vm.boot(spec, runner, options.run_timeout - (time.monotonic() - started),
+                            options.test_timeout, progress.on_event)
+            outcomes, collected = round_outcomes(guest, spec.console_log, options, report,
+                                                 first=number == 1)
+            order = order or collected
+            rounds.append(outcomes)
+            remaining = results.still_to_run(order, rounds)
+            progressed = any(t.outcome != "not-run" for t in outcomes)
+            if not remaining or guest.timed_out or not progressed:
+                break
+            broken = ", ".join(f"{t.outcome}: {t.nodeid}" for t in outcomes
+                               if t.outcome in ("crashed", "hung"))
+            progress.say(f"{broken or 'the guest died between tests'}; booting a fresh guest "
+                         f"for the {len(remaining)} remaining tests")
+    finally:
+        shutil.rmtree(monitor_dir, ignore_errors=True)
+    report.tests = results.combine(order, rounds)
     report.wall_seconds = time.monotonic() - started
-    write_reports(report, run_dir)
+    write_reports(report, options.results_dir)
     return report
 
 
-def assemble_report(guest: vm.GuestRun, console_log: Path, kernel: provision.Kernel,
-                    options_set: dict[str, str], accel: vm.AccelChoice,
-                    options: RunOptions) -> results.RunReport:
+def round_outcomes(guest: vm.GuestRun, console_log: Path, options: RunOptions,
+                   report: results.RunReport, first: bool) -> tuple[list[results.TestOutcome],
+                                                                    list[str]]:
+    """Outcomes of one boot, and the tests it collected. Errors that leave no test to
+    report (a guest that never got to the tests) raise, but only on the first boot."""
     text = console_log.read_text(errors="replace") if console_log.exists() else ""
     log = console.parse(text)
     events = guest.events
@@ -185,14 +228,15 @@ def assemble_report(guest: vm.GuestRun, console_log: Path, kernel: provision.Ker
     exit_event = next((e for e in events if e["event"] == "guest-exit"), None)
     setup_error = next((e for e in events if e["event"] == "setup-error"), None)
     tail = "\n".join(text.splitlines()[-40:])
-    output_log = options.results_dir / "guest" / "pytest-output.log"
+    suffix = console_log.stem.removeprefix("console")
+    output_log = options.results_dir / "guest" / f"pytest-output{suffix}.log"
     output_tail = "\n".join(output_log.read_text(errors="replace").splitlines()[-25:]) \
         if output_log.exists() else "(no pytest output)"
     status = exit_event["status"] if exit_event else None
     if setup_error:
         raise GuestSetupError(f"the guest could not set up test_hmm: {setup_error['message']}",
                               f"see {console_log} for the kernel log")
-    if status == PYTEST_NO_TESTS:
+    if status == PYTEST_NO_TESTS and first:
         raise UsageError(f"no test matched -k {options.keyword!r} in "
                          f"{' '.join(options.suites)}", "check the -k expression")
     if status in (PYTEST_INTERNAL_ERROR, PYTEST_USAGE_ERROR):
@@ -205,18 +249,17 @@ def assemble_report(guest: vm.GuestRun, console_log: Path, kernel: provision.Ker
             f"the guest ended before any test was collected "
             f"(QEMU exit {guest.returncode}{', timed out' if guest.timed_out else ''}): "
             f"{detail}", f"see {console_log} and {output_log}")
-    report = results.RunReport(
-        tests=results.merge(events, log),
-        kernel={"release": kernel.release, "origin": kernel.origin, "image": str(kernel.image)},
-        kconfig=kconfig.checked_values(options_set), accelerator=accel.accel, mode=options.mode,
-        session_kernel_errors=console.distinct(console.kernel_errors(log.session_lines)),
-        session_kernel_log=log.session_lines[-300:],
-        guest_status=status)
-    if exit_event is None:
-        report.problems.append(
-            "the guest " + ("timed out" if guest.timed_out else "died") +
-            f" before it finished (QEMU exit {guest.returncode}); console tail in console.log")
-    return report
+    collected = next(e for e in events if e["event"] == "collected")["nodeids"]
+    session_errors = console.distinct(console.kernel_errors(log.session_lines))
+    report.session_kernel_errors += [e for e in session_errors
+                                     if e not in report.session_kernel_errors]
+    if first:
+        report.session_kernel_log = log.session_lines[-300:]
+    report.guest_status = status
+    if guest.timed_out:
+        report.problems.append(f"the whole run outlived --run-timeout {options.run_timeout}s; "
+                               f"the guest was killed (console: {console_log.name})")
+    return results.merge(events, log, guest.hung_nodeid), collected
 
 
 def write_reports(report: results.RunReport, results_dir: Path) -> None:
@@ -226,7 +269,8 @@ def write_reports(report: results.RunReport, results_dir: Path) -> None:
 
 def clean_results(results_dir: Path) -> None:
     """Results of an earlier run in the same directory must not pass for this run's."""
-    for name in ("results.json", "junit.xml", "console.log", "events.jsonl"):
-        (results_dir / name).unlink(missing_ok=True)
+    for pattern in ("results.json", "junit.xml", "console*.log", "events*.jsonl"):
+        for path in results_dir.glob(pattern):
+            path.unlink()
     shutil.rmtree(results_dir / "guest", ignore_errors=True)
     (results_dir / "guest").mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -90,6 +91,46 @@ class GuestRun:
     timed_out: bool
     wall_seconds: float
     events: list[dict[str, Any]]
+    # The test the host watchdog gave up on: it outlived its timeout inside the kernel.
+    hung_nodeid: str | None = None
+
+
+# The guest's own pytest-timeout fires first; the host steps in only when the test is stuck
+# where a signal cannot reach it (uninterruptible sleep, a livelock in the kernel).
+HANG_GRACE_SECONDS = 60.0
+TASK_DUMP_SECONDS = 8.0
+# sysrq-w lists blocked (D state) tasks, sysrq-t every task, sysrq-l the CPUs' backtraces.
+TASK_DUMP_KEYS = ("w", "l", "t")
+
+
+class Watchdog:
+    """Tracks the running test's deadline from the events."""
+
+    def __init__(self, default_timeout: float) -> None:
+        self.default_timeout = default_timeout
+        self.current: str | None = None
+        self.deadline = float("inf")
+
+    def observe(self, event: dict[str, Any], now: float) -> None:
+        if event.get("event") == "test-start":
+            self.current = event["nodeid"]
+            timeout = float(event.get("timeout") or self.default_timeout)
+            self.deadline = now + timeout + HANG_GRACE_SECONDS
+        elif event.get("event") == "test-result":
+            self.current, self.deadline = None, float("inf")
+
+    def expired(self, now: float) -> bool:
+        return self.current is not None and now > self.deadline
+
+
+def request_task_dump(monitor_socket: Path) -> None:
+    """Ask the guest kernel for task dumps through QEMU's monitor (sysrq on the keyboard)."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as monitor:
+        monitor.settimeout(5)
+        monitor.connect(str(monitor_socket))
+        for key in TASK_DUMP_KEYS:
+            monitor.sendall(f"sendkey alt-sysrq-{key}\n".encode())
+            time.sleep(1.0)
 
 
 class EventFollower:
@@ -119,7 +160,7 @@ class EventFollower:
         return events
 
 
-def boot(spec: qemu.VmSpec, runner: CommandRunner, timeout: float,
+def boot(spec: qemu.VmSpec, runner: CommandRunner, timeout: float, test_timeout: float,
          on_event: Callable[[dict[str, Any]], None]) -> GuestRun:
     for path in (spec.console_log, spec.events_log):
         path.unlink(missing_ok=True)
@@ -130,25 +171,38 @@ def boot(spec: qemu.VmSpec, runner: CommandRunner, timeout: float,
     if runner.dry_run:
         return GuestRun(returncode=0, timed_out=False, wall_seconds=0.0, events=[])
     follower = EventFollower(spec.events_log)
+    watchdog = Watchdog(test_timeout)
     events: list[dict[str, Any]] = []
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     timed_out = False
-    while proc.poll() is None:
+    hung: str | None = None
+
+    def take_events() -> None:
         for event in follower.poll():
             events.append(event)
+            watchdog.observe(event, time.monotonic())
             on_event(event)
-        if time.monotonic() - start > timeout:
+
+    while proc.poll() is None:
+        take_events()
+        now = time.monotonic()
+        if watchdog.expired(now):
+            hung = watchdog.current
+            on_event({"event": "host-watchdog", "nodeid": hung})
+            request_task_dump(spec.monitor_socket)
+            time.sleep(TASK_DUMP_SECONDS)
+            proc.kill()
+            break
+        if now - start > timeout:
             timed_out = True
             proc.kill()
             break
         time.sleep(0.2)
     proc.wait()
-    for event in follower.poll():
-        events.append(event)
-        on_event(event)
+    take_events()
     stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if stderr.strip():
         events.append({"event": "qemu-stderr", "text": stderr.strip()[-4000:]})
     return GuestRun(returncode=proc.returncode, timed_out=timed_out,
-                    wall_seconds=time.monotonic() - start, events=events)
+                    wall_seconds=time.monotonic() - start, events=events, hung_nodeid=hung)

@@ -7,34 +7,51 @@ import os
 import subprocess
 import sys
 import traceback
+from typing import Any
 
 sys.path.insert(0, "/hmm/project")
 
 from harness.guest import protocol
 
-
-def configure_kernel_log() -> None:
+KERNEL_SETTINGS = {
     # Boot ran with `quiet`; from here on every message, markers included, reaches the console.
-    with open("/proc/sys/kernel/printk", "w") as printk:
-        printk.write("8 4 1 7")
+    "/proc/sys/kernel/printk": "8 4 1 7",
+    # The host asks for task dumps with sysrq when a test hangs.
+    "/proc/sys/kernel/sysrq": "1",
+    # A task stuck in D state is reported well before the host's watchdog gives up.
+    "/proc/sys/kernel/hung_task_timeout_secs": "30",
+}
 
 
-def pytest_argv(plan: dict[str, object]) -> list[str]:
+def configure_kernel() -> None:
+    for path, value in KERNEL_SETTINGS.items():
+        if os.path.exists(path):
+            with open(path, "w") as setting:
+                setting.write(value)
+
+
+def round_suffix(plan: dict[str, Any]) -> str:
+    return "" if plan.get("round", 1) == 1 else f"-{plan['round']}"
+
+
+def pytest_argv(plan: dict[str, Any]) -> list[str]:
     argv = [sys.executable, "-m", "pytest", "-p", "harness.guest.plugin",
             "-c", "/hmm/project/tests/guest/pytest.ini", "--rootdir", "/hmm/project",
             "-p", "no:cacheprovider", "-rfEs",
             f"--hmm-mode={plan['mode']}",
             f"--timeout={plan['test_timeout']}",
-            f"--junitxml={protocol.GUEST_RESULTS}/guest-junit.xml"]
-    argv += [f"--hmm-module-param={p}" for p in plan["module_params"]]  # type: ignore[attr-defined]
+            f"--junitxml={protocol.GUEST_RESULTS}/guest-junit{round_suffix(plan)}.xml"]
+    argv += [f"--hmm-module-param={p}" for p in plan["module_params"]]
+    # Tests that already have an outcome from an earlier boot of this run.
+    argv += [f"--deselect={nodeid}" for nodeid in plan.get("deselect", [])]
     if plan.get("keyword"):
         argv += ["-k", str(plan["keyword"])]
-    argv += [f"/hmm/project/{path}" for path in plan["suites"]]  # type: ignore[attr-defined]
+    argv += [f"/hmm/project/{path}" for path in plan["suites"]]
     return argv
 
 
 def run(events: protocol.EventChannel) -> int:
-    configure_kernel_log()
+    configure_kernel()
     with open(protocol.PLAN_FILE) as f:
         plan = json.load(f)
     env = {**os.environ, "PYTHON_COLORS": "0", "PYTHONPATH": "/hmm/project:/hmm/build",
@@ -43,7 +60,7 @@ def run(events: protocol.EventChannel) -> int:
            protocol.EVENTS_FD_VARIABLE: str(events.fileno())}
     argv = pytest_argv(plan)
     events.send("guest-started", release=os.uname().release, argv=argv)
-    with open(f"{protocol.GUEST_RESULTS}/pytest-output.log", "w") as output:
+    with open(f"{protocol.GUEST_RESULTS}/pytest-output{round_suffix(plan)}.log", "w") as output:
         return subprocess.run(argv, env=env, stdout=output, stderr=subprocess.STDOUT,
                               cwd="/tmp", pass_fds=(events.fileno(),)).returncode
 

@@ -109,6 +109,7 @@ class HarnessReporter:
         self.events = events
         self.seq = 0
         self.outcomes: dict[str, dict[str, Any]] = {}
+        self.timeouts: dict[str, float] = {}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -124,13 +125,19 @@ class HarnessReporter:
         self.events.send("module-loaded", params=params, devices=expected_devices(mode))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        default = float(self.config.getoption("timeout", 0) or 0)
+        for item in session.items:
+            marker = item.get_closest_marker("timeout")
+            self.timeouts[item.nodeid] = float(marker.args[0]) if marker and marker.args \
+                else default
         self.events.send("collected", nodeids=[item.nodeid for item in session.items])
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         self.seq += 1
         self.outcomes[nodeid] = {"outcome": "passed", "duration": 0.0, "message": ""}
         protocol.write_kmsg(protocol.begin_marker(self.seq, nodeid))
-        self.events.send("test-start", nodeid=nodeid, seq=self.seq)
+        self.events.send("test-start", nodeid=nodeid, seq=self.seq,
+                         timeout=self.timeouts.get(nodeid))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = self.outcomes.setdefault(
