@@ -18,6 +18,9 @@ EXIT_PASSED = 0
 EXIT_FAILED = 1
 EXIT_HARNESS = 125  # `git bisect run` skips the commit
 EXIT_INTERRUPTED = 130
+# Under TCG the slowest selftest case (benchmark_thp_migration, 128 THPs) takes about 95 s
+# and every other case under 20 s; the benchmark carries its own longer timeout marker.
+DEFAULT_TEST_TIMEOUT = 120
 
 DESCRIPTION = """\
 Boot a kernel in QEMU, load the kernel's test_hmm driver and run the HMM suites in the guest.
@@ -35,6 +38,56 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}", f"see '{self.prog} --help'")
 
 
+BENCH_SUITES = ("tests/guest/test_hmm_benchmark.py", "tests/guest/bench/bench_read_latency.py")
+BENCH_KEYWORD = "benchmark_thp_migration or read_latency"
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel", metavar="SPEC",
+                        help="the kernel to test: a Debian suite (sid, experimental), a Debian "
+                             f"release such as {debian.PINNED_RELEASE} or sid:RELEASE, or a "
+                             "directory like /usr/lib/modules/RELEASE with vmlinuz and config. "
+                             f"Default: Debian sid {debian.PINNED_RELEASE}, else sid's newest "
+                             "kernel with CONFIG_DEVICE_PRIVATE")
+    parser.add_argument("--mode", default="private", metavar="MODE",
+                        help="memory model: private (devices 0/1), coherent (devices 2/3, on "
+                             "soft-reserved guest memory) or all (default: %(default)s)")
+    parser.add_argument("--results", type=Path, default=Path("hmm-results"), metavar="DIR",
+                        help="where junit.xml, results.json, console.log and the guest's "
+                             "output go (default: %(default)s); earlier results there are "
+                             "replaced")
+    parser.add_argument("--reference", action="store_true",
+                        help="also build the kernel's own C selftest (hmm-tests) from the same "
+                             "source and run its matching cases in the same guest, after the "
+                             "Python suites, and show both side by side (results.json "
+                             "'reference'). The C results do not change the exit status")
+    parser.add_argument("--module", type=Path, metavar="KO",
+                        help="load this prebuilt test_hmm.ko instead of building one; its "
+                             "vermagic is checked against the kernel")
+    parser.add_argument("--accel", default="auto", metavar="ACCEL",
+                        help="auto (KVM if a probe guest really runs, else TCG), kvm or tcg "
+                             "(default: %(default)s)")
+    parser.add_argument("--qemu", default="qemu-system-x86_64", metavar="PATH",
+                        help="the QEMU binary (default: %(default)s from PATH)")
+    parser.add_argument("--cpus", type=int, default=2,
+                        help="guest vCPUs (default: %(default)s)")
+    parser.add_argument("--test-timeout", type=int, default=DEFAULT_TEST_TIMEOUT,
+                        metavar="SECONDS",
+                        help="pytest-timeout for each test in the guest; a test still stuck "
+                             "in the kernel 60 s later is dumped and recorded as hung "
+                             "(default: %(default)s)")
+    parser.add_argument("--run-timeout", type=int, default=5400, metavar="SECONDS",
+                        help="the whole run is stopped after this (default: %(default)s)")
+    parser.add_argument("--mirror", default=debian.DEFAULT_MIRROR, metavar="URL",
+                        help="Debian mirror for kernels and the guest root "
+                             "(default: %(default)s)")
+    parser.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                        help="downloads and builds, kept between runs (default: "
+                             "$HMM_HARNESS_CACHE or ~/.cache/hmm-harness)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the commands a run would execute, and execute none")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m harness", description=DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,66 +95,55 @@ def build_parser() -> argparse.ArgumentParser:
     runp = commands.add_parser("run", help="run the HMM suites in a guest",
                                description=DESCRIPTION,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    runp.add_argument("--kernel", metavar="SPEC",
-                      help="the kernel to test: a Debian suite (sid, experimental), a Debian "
-                           f"release such as {debian.PINNED_RELEASE} or sid:RELEASE, or a "
-                           "directory like /usr/lib/modules/RELEASE with vmlinuz and config. "
-                           f"Default: Debian sid {debian.PINNED_RELEASE}, else sid's newest "
-                           "kernel with CONFIG_DEVICE_PRIVATE")
-    runp.add_argument("--mode", default="private", metavar="MODE",
-                      help="memory model: private (devices 0/1), coherent (devices 2/3, on "
-                           "soft-reserved guest memory) or all (default: %(default)s)")
+    _common_options(runp)
     runp.add_argument("-k", dest="keyword", metavar="EXPR",
-                      help="only tests matching this pytest -k expression")
-    runp.add_argument("--results", type=Path, default=Path("hmm-results"), metavar="DIR",
-                      help="where junit.xml, results.json, console.log and the guest's output "
-                           "go (default: %(default)s); earlier results there are replaced")
+                      help="only tests matching this pytest -k expression (with --reference, "
+                           "C cases whose Python twin's name matches)")
     runp.add_argument("--suite", action="append", dest="suites", metavar="PATH",
                       help="a suite file or directory under the project, repeatable "
                            f"(default: {' '.join(run.DEFAULT_SUITES)})")
-    runp.add_argument("--module", type=Path, metavar="KO",
-                      help="load this prebuilt test_hmm.ko instead of building one; its "
-                           "vermagic is checked against the kernel")
     runp.add_argument("--extra-kmod", type=Path, action="append", dest="extra_kmods",
                       metavar="DIR", default=[],
                       help="also build this out-of-tree module directory for the kernel; the "
                            "guest finds it as /hmm/build/extra/NAME/NAME.ko (the harness's own "
                            "tests use it for modules that oops, warn or hang on purpose)")
-    runp.add_argument("--accel", default="auto", metavar="ACCEL",
-                      help="auto (KVM if a probe guest really runs, else TCG), kvm or tcg "
-                           "(default: %(default)s)")
-    runp.add_argument("--qemu", default="qemu-system-x86_64", metavar="PATH",
-                      help="the QEMU binary (default: %(default)s from PATH)")
-    runp.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default: %(default)s)")
-    runp.add_argument("--test-timeout", type=int, default=600, metavar="SECONDS",
-                      help="pytest-timeout for each test in the guest (default: %(default)s)")
-    runp.add_argument("--run-timeout", type=int, default=5400, metavar="SECONDS",
-                      help="the whole guest run is killed after this (default: %(default)s)")
-    runp.add_argument("--mirror", default=debian.DEFAULT_MIRROR, metavar="URL",
-                      help="Debian mirror for kernels and the guest root (default: %(default)s)")
-    runp.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
-                      help="downloads and builds, kept between runs (default: "
-                           "$HMM_HARNESS_CACHE or ~/.cache/hmm-harness)")
-    runp.add_argument("--dry-run", action="store_true",
-                      help="print the commands a run would execute, and execute none")
+    runp.add_argument("--debug-symbols", action="store_true",
+                      help="also decode vmlinux frames of kernel reports to file:line: fetch "
+                           "Debian's linux-image-RELEASE-dbg once into the cache (a 1.2 GB "
+                           "download, minutes to unpack, 440 MB kept). Module frames (test_hmm, "
+                           "--extra-kmod) are decoded without it")
+    benchp = commands.add_parser(
+        "bench", help="measure migration throughput and ioctl overhead in a guest",
+        description="Run the THP migration benchmark (sys->dev and dev->sys, with and without "
+                    "THP, a quarter THP to 128 THPs) and the one-page HMM_DMIRROR_READ "
+                    "overhead benchmark from Python in a guest, and print the figures. With "
+                    "--reference, the C selftest's benchmark runs in the same boot and the "
+                    "table shows Python/C throughput ratios. Figures go to results.json "
+                    "'benchmark'. Exit status as for run.")
+    _common_options(benchp)
     return parser
 
 
 def options_from(args: argparse.Namespace) -> run.RunOptions:
+    benchmark = args.command == "bench"
     return run.RunOptions(
         results_dir=args.results.resolve(), cache_dir=args.cache_dir or default_cache_dir(),
-        kernel=args.kernel, mode=args.mode, keyword=args.keyword,
-        suites=tuple(args.suites or run.DEFAULT_SUITES), mirror=args.mirror, qemu=args.qemu,
+        kernel=args.kernel, mode=args.mode,
+        keyword=BENCH_KEYWORD if benchmark else args.keyword,
+        suites=BENCH_SUITES if benchmark else tuple(args.suites or run.DEFAULT_SUITES),
+        benchmark=benchmark, mirror=args.mirror, qemu=args.qemu,
         accel=args.accel, cpus=args.cpus, test_timeout=args.test_timeout,
-        run_timeout=args.run_timeout, module=args.module,
-        extra_kmods=tuple(p.resolve() for p in args.extra_kmods), dry_run=args.dry_run)
+        run_timeout=args.run_timeout, module=args.module, reference=args.reference,
+        extra_kmods=tuple(p.resolve() for p in getattr(args, "extra_kmods", [])),
+        debug_symbols=getattr(args, "debug_symbols", False),
+        dry_run=args.dry_run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     progress = Progress()
     try:
         args = build_parser().parse_args(argv)
-        if args.command != "run":
+        if args.command not in ("run", "bench"):
             raise UsageError("no command given", "try 'python -m harness run --help'")
         options = options_from(args)
         report = run.run(options, CommandRunner(dry_run=options.dry_run), progress)

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import guestroot, initramfs, kconfig, modinfo
+from harness import guestroot, initramfs, kconfig, kmodext, modinfo
 from harness.commands import CommandRunner
 from harness.errors import ModuleMismatchError
 from harness.paths import PROJECT_ROOT
@@ -29,14 +29,17 @@ class GuestBuild:
 def module_sources(kernel: Kernel) -> dict[str, Path]:
     return {"test_hmm.c": kernel.source_dir / "lib/test_hmm.c",
             "test_hmm_uapi.h": kernel.source_dir / "lib/test_hmm_uapi.h",
-            "Makefile": KMOD_MAKEFILE}
+            "Makefile": KMOD_MAKEFILE,
+            # #included by test_hmm.c when kmodext hooks it in
+            "test_hmm_evict.c": kmodext.EXTENSION}
 
 
 def _inputs_key(kernel: Kernel, sources: dict[str, Path], extra: tuple[Path, ...]) -> str:
     digest = hashlib.sha256(kernel.release.encode())
     extra_files = [f for d in extra for f in sorted(d.iterdir()) if f.is_file()]
-    for path in [*sources.values(), CFFI_BUILD_SCRIPT, initramfs.INIT_SCRIPT,
-                 Path(initramfs.__file__), *extra_files]:
+    selftest = [kernel.source_dir / s for s in SELFTEST_SOURCES]
+    for path in [*sources.values(), CFFI_BUILD_SCRIPT, READ_LATENCY_SOURCE, initramfs.INIT_SCRIPT,
+                 Path(initramfs.__file__), Path(kmodext.__file__), *selftest, *extra_files]:
         digest.update(str(path.name).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -67,10 +70,39 @@ def _make_module_argv(kernel: Kernel, root: Path, directory: Path,
         {"/hmm/build": directory})
 
 
-def _cffi_argv(kernel: Kernel, root: Path, directory: Path) -> list[str]:
-    # The root has only the kernel's compiler, not the `gcc` Python's build config names.
-    cc = kconfig.compiler(kconfig.parse(kernel.config.read_text())) \
+def kernel_compiler(kernel: Kernel) -> str:
+    """The guest root has only the kernel's compiler, not the `gcc` build tools assume."""
+    return kconfig.compiler(kconfig.parse(kernel.config.read_text())) \
         if kernel.config.exists() else "gcc"
+
+
+SELFTEST_SOURCES = ("tools/testing/selftests/mm/hmm-tests.c",
+                    "tools/testing/selftests/mm/vm_util.c",
+                    "tools/testing/selftests/mm/hugepage_settings.c")
+
+
+def _selftest_argv(kernel: Kernel, root: Path, directory: Path) -> list[str]:
+    """The kernel's own hmm-tests, built as its selftest Makefile would, for the guest."""
+    cc = kernel_compiler(kernel)
+    return guestroot.in_root_argv(
+        root, [cc, "-O2", "-I.", "-Itools/testing/selftests", "-Itools/testing/selftests/mm",
+               *SELFTEST_SOURCES, "-lpthread", "-o", "/hmm/build/hmm-tests"],
+        {"/hmm/build": directory, "/hmm/src": kernel.source_dir}, cwd="/hmm/src")
+
+
+READ_LATENCY_SOURCE = PROJECT_ROOT / "harness" / "guest" / "read_latency.c"
+
+
+def _read_latency_argv(kernel: Kernel, root: Path, directory: Path) -> list[str]:
+    cc = kernel_compiler(kernel)
+    return guestroot.in_root_argv(
+        root, [cc, "-O2", "-Wall", "-I/hmm/build", "/hmm/project/harness/guest/read_latency.c",
+               "-o", "/hmm/build/read-latency"],
+        {"/hmm/build": directory, "/hmm/project": PROJECT_ROOT})
+
+
+def _cffi_argv(kernel: Kernel, root: Path, directory: Path) -> list[str]:
+    cc = kernel_compiler(kernel)
     return guestroot.in_root_argv(
         root, ["env", f"CC={cc}", "python3", "/hmm/project/harness/guest/uapi_build.py",
                "--header", "/hmm/build/test_hmm_uapi.h", "--outdir", "/hmm/build"],
@@ -80,8 +112,12 @@ def _cffi_argv(kernel: Kernel, root: Path, directory: Path) -> list[str]:
 def _announce_build(kernel: Kernel, root: Path, directory: Path, runner: CommandRunner) -> None:
     runner.announce(f"# copy lib/test_hmm.c, lib/test_hmm_uapi.h and kmod/Makefile into "
                     f"{directory}")
+    runner.announce(f"# if the headers' migrate.h declares {kmodext.EXPECTED_PROTOTYPE}: hook "
+                    f"kmod/test_hmm_evict.c into them; say so in {directory}/{kmodext.RECORD_NAME}")
     runner.run(_make_module_argv(kernel, root, directory))
     runner.run(_cffi_argv(kernel, root, directory))
+    runner.run(_selftest_argv(kernel, root, directory))
+    runner.run(_read_latency_argv(kernel, root, directory))
     runner.announce(f"# write the initramfs (busybox and the 9p modules) to "
                     f"{directory}/initramfs.img")
 
@@ -105,6 +141,7 @@ def build_for_guest(kernel: Kernel, root: Path, cache_dir: Path, runner: Command
         staging.mkdir(parents=True)
         for name, path in sources.items():
             shutil.copyfile(path, staging / name)
+        kmodext.apply_to_staging(staging, root, kernel.headers_in_root)
         runner.run(_make_module_argv(kernel, root, staging), what="building test_hmm.ko")
         for extra in extra_modules:
             target = staging / "extra" / extra.name
@@ -113,6 +150,10 @@ def build_for_guest(kernel: Kernel, root: Path, cache_dir: Path, runner: Command
                        what=f"building the extra module {extra}")
         runner.run(_cffi_argv(kernel, root, staging),
                    what="building the cffi extension for test_hmm_uapi.h")
+        runner.run(_selftest_argv(kernel, root, staging),
+                   what="building the kernel's C selftest hmm-tests")
+        runner.run(_read_latency_argv(kernel, root, staging),
+                   what="building the C side of the read-latency benchmark")
         options = kconfig.parse(kernel.config.read_text())
         (staging / "initramfs.img").write_bytes(
             initramfs.build(root / "bin/busybox", kernel.modules_dir, options))

@@ -46,8 +46,9 @@ def in_root_argv(root: Path, command: list[str], binds: Mapping[str, Path],
     """Run `command` chrooted in `root` with host dirs bound in, in a private mount namespace
     so nothing stays mounted afterwards."""
     steps = [f"mount -t proc proc {shlex.quote(str(root / 'proc'))}"]
-    steps += [f"mount --bind {shlex.quote(str(host))} {shlex.quote(str(root / inside.lstrip('/')))}"
-              for inside, host in binds.items()]
+    for inside, host in binds.items():
+        target = shlex.quote(str(root / inside.lstrip("/")))
+        steps.append(f"mkdir -p {target} && mount --bind {shlex.quote(str(host))} {target}")
     inner = f"cd {shlex.quote(cwd)} && {shlex.join(command)}"
     steps.append(f"chroot {shlex.quote(str(root))} sh -c {shlex.quote(inner)}")
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", " && ".join(steps)]

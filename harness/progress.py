@@ -30,7 +30,10 @@ class Progress:
             self.say(f"guest setup failed: {event.get('message')}")
         elif kind == "collected":
             count = len(event.get("nodeids", []))
-            if self.total:
+            if event.get("source") == "c-selftest":
+                self.total += count
+                self.say(f"{count} cases of the kernel's C selftest selected")
+            elif self.total:
                 self.say(f"{count} tests left to run in this guest")
             else:
                 self.total = count
@@ -59,6 +62,8 @@ def summary(report: RunReport) -> str:
         for test in bad:
             first = test.message.strip().splitlines()[-1] if test.message.strip() else ""
             lines.append(f"  {test.outcome:12} {test.nodeid}  {first[:160]}")
+            if test.known_issue:
+                lines.append(f"               known issue: {test.known_issue}")
     lines += [f"PROBLEM: {p}" for p in report.problems]
     counts = report.counts()
     tally = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o])

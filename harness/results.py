@@ -18,12 +18,17 @@ PASSING = frozenset({"passed", "skipped"})
 
 @dataclass
 class TestOutcome:
+    __test__ = False  # not a test class, whatever pytest's name rule says
     nodeid: str
     outcome: str
     duration: float = 0.0
     message: str = ""
     kernel_errors: list[str] = field(default_factory=list)
     kernel_log: list[str] = field(default_factory=list)
+    # The distinct stack frames of kernel_log with file:line (harness.debuginfo).
+    decoded: list[str] = field(default_factory=list)
+    # Why this case is known to go wrong (its `known_issue` marker), shown when it does.
+    known_issue: str = ""
 
 
 @dataclass
@@ -38,6 +43,14 @@ class RunReport:
     guest_status: int | None = None
     problems: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+    # How the stack frames were decoded: per object (vmlinux, test_hmm, ...), which file gave
+    # its symbols, or why its frames stay undecoded.
+    symbols: dict[str, str] = field(default_factory=dict)
+    # With --reference: the kernel's C selftest run in the same guests, and the comparison.
+    c_selftest: list[TestOutcome] = field(default_factory=list)
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+    benchmark: dict[str, Any] = field(default_factory=dict)
+    reference: list[dict[str, Any]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(OUTCOMES, 0)
@@ -69,16 +82,20 @@ def merge(events: list[dict[str, Any]], log: console.ConsoleLog,
     order: list[str] = []
     results: dict[str, TestOutcome] = {}
     started: set[str] = set()
+    known: dict[str, str] = {}
     for event in events:
         kind = event["event"]
         if kind == "collected":
-            order = list(event["nodeids"])
+            order += [nodeid for nodeid in event["nodeids"] if nodeid not in order]
         elif kind == "test-start":
             started.add(event["nodeid"])
+            if event.get("known_issue"):
+                known[event["nodeid"]] = event["known_issue"]
         elif kind == "test-result":
             results[event["nodeid"]] = TestOutcome(
                 nodeid=event["nodeid"], outcome=event["outcome"],
-                duration=float(event.get("duration", 0.0)), message=event.get("message", ""))
+                duration=float(event.get("duration", 0.0)), message=event.get("message", ""),
+                known_issue=event.get("known_issue", ""))
     order += [nodeid for nodeid in [*started, *results] if nodeid not in order]
     outcomes = []
     for nodeid in order:
@@ -92,6 +109,7 @@ def merge(events: list[dict[str, Any]], log: console.ConsoleLog,
             outcome = TestOutcome(nodeid=nodeid, outcome="crashed" if crashed else "not-run",
                                   message="the guest died while this test ran" if crashed
                                   else "the guest was gone before this test could run")
+        outcome.known_issue = outcome.known_issue or known.get(nodeid, "")
         test_log = log.tests.get(nodeid)
         if test_log is not None:
             outcome.kernel_errors = console.distinct(console.kernel_errors(test_log.lines))
@@ -157,8 +175,12 @@ def to_junit(report: RunReport) -> str:
         elif test.outcome != "passed":
             ET.SubElement(case, "error", type=test.outcome,
                           message=_first_line(test.message)).text = test.message
+        if test.known_issue and test.outcome not in PASSING:
+            ET.SubElement(ET.SubElement(case, "properties"), "property", name="known_issue",
+                          value=test.known_issue)
         if test.kernel_log:
-            ET.SubElement(case, "system-out").text = "\n".join(test.kernel_log)
+            decoded = ["", "decoded frames:", *test.decoded] if test.decoded else []
+            ET.SubElement(case, "system-out").text = "\n".join([*test.kernel_log, *decoded])
     if report.session_kernel_log:
         ET.SubElement(suite, "system-out").text = "\n".join(report.session_kernel_log[-300:])
     ET.indent(suite)

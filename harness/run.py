@@ -7,10 +7,22 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import console, debian, guestbuild, kconfig, provision, qemu, results, vm
+from harness import (
+    bench,
+    console,
+    debian,
+    debuginfo,
+    guestbuild,
+    kconfig,
+    provision,
+    qemu,
+    reference,
+    results,
+    vm,
+)
 from harness.commands import CommandRunner, require_tool
 from harness.errors import (
     GuestSetupError,
@@ -44,7 +56,10 @@ class RunOptions:
     test_timeout: int = 600
     run_timeout: int = 5400
     module: Path | None = None
+    reference: bool = False
+    benchmark: bool = False
     extra_kmods: tuple[Path, ...] = ()
+    debug_symbols: bool = False
     dry_run: bool = False
     extra_kernel_args: tuple[str, ...] = field(default_factory=tuple)
 
@@ -141,7 +156,7 @@ def write_plan(options: RunOptions, layout: qemu.GuestLayout, round_number: int,
                deselect: list[str]) -> None:
     plan = {"mode": options.mode, "keyword": options.keyword, "suites": list(options.suites),
             "module_params": list(layout.module_params), "test_timeout": options.test_timeout,
-            "round": round_number, "deselect": deselect}
+            "round": round_number, "deselect": deselect, "reference": options.reference}
     (options.results_dir / "guest" / "plan.json").write_text(json.dumps(plan, indent=2))
 
 
@@ -156,6 +171,8 @@ def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> resul
             kconfig.require(options_set, kernel.origin)
         build = guestbuild.build_for_guest(kernel, provisioned.root, options.cache_dir, runner,
                                            options.module, options.extra_kmods)
+        debug = debuginfo.locate(kernel, provisioned.root, build.directory, options.extra_kmods,
+                                 options.cache_dir, options.mirror, options.debug_symbols, runner)
     accel = vm.choose_accel(options.accel, options.qemu, kernel.image, options.cache_dir, runner)
     progress.say(f"kernel: {kernel.origin}; accelerator: {accel.accel} ({accel.reason})")
     layout = qemu.guest_layout(coherent=options.mode != "private")
@@ -196,9 +213,10 @@ def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> resul
             spec = vm_spec(number)
             guest = vm.boot(spec, runner, options.run_timeout - (time.monotonic() - started),
                             options.test_timeout, progress.on_event)
+            report.measurements += [e for e in guest.events if e["event"] == "measurement"]
             outcomes, collected = round_outcomes(guest, spec.console_log, options, report,
                                                  first=number == 1)
-            order = order or collected
+            order += [nodeid for nodeid in collected if nodeid not in order]
             rounds.append(outcomes)
             remaining = results.still_to_run(order, rounds)
             progressed = any(t.outcome != "not-run" for t in outcomes)
@@ -210,7 +228,19 @@ def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> resul
                          f"for the {len(remaining)} remaining tests")
     finally:
         shutil.rmtree(monitor_dir, ignore_errors=True)
-    report.tests = results.combine(order, rounds)
+    report.tests, report.c_selftest = reference.split(results.combine(order, rounds))
+    debuginfo.decode(report.tests, debug, runner)
+    report.symbols = debug.describe()
+    if options.reference:
+        rows = reference.compare(report.tests, report.c_selftest)
+        report.reference = [asdict(row) | {"agree": row.agree} for row in rows]
+        progress.say("the kernel's C selftest beside the Python suites, same guest:\n"
+                     + reference.table(rows))
+    if options.benchmark:
+        variants = [m for m in ("private", "coherent") if options.mode in (m, "all")]
+        text, report.benchmark = bench.summarize(report.measurements, report.c_selftest,
+                                                 variants)
+        progress.say(text)
     report.wall_seconds = time.monotonic() - started
     write_reports(report, options.results_dir)
     return report
@@ -249,7 +279,8 @@ def round_outcomes(guest: vm.GuestRun, console_log: Path, options: RunOptions,
             f"the guest ended before any test was collected "
             f"(QEMU exit {guest.returncode}{', timed out' if guest.timed_out else ''}): "
             f"{detail}", f"see {console_log} and {output_log}")
-    collected = next(e for e in events if e["event"] == "collected")["nodeids"]
+    # pytest reports its collection, then the C selftest runner (with --reference) its own.
+    collected = [n for e in events if e["event"] == "collected" for n in e["nodeids"]]
     session_errors = console.distinct(console.kernel_errors(log.session_lines))
     report.session_kernel_errors += [e for e in session_errors
                                      if e not in report.session_kernel_errors]

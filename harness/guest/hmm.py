@@ -18,7 +18,7 @@ import struct
 import threading
 import traceback
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
@@ -165,9 +165,14 @@ PROBE_SCOPES: Mapping[str, ProbeScope] = {
     "HMM_DMIRROR_READ_UNLOCKED": ProbeScope.RANGE,
     "HMM_DMIRROR_FLAGS": ProbeScope.OPEN_FILE,
     "HMM_DMIRROR_RELEASE": ProbeScope.DEVICE,
-    # The project's own ioctl: device-wide until its semantics say otherwise.
-    "HMM_DMIRROR_EVICT_PFNS": ProbeScope.DEVICE,
+    # The project's own ioctl (kmod/test_hmm_evict.c): moves only this device's pages among
+    # those named, so nothing on the scratch page.
+    "HMM_DMIRROR_EVICT_PFNS": ProbeScope.RANGE,
 }
+
+# Ioctls whose `ptr` is an input the scratch mirror cannot stand in for: probed with 0,
+# which EVICT_PFNS takes as "every page of the range".
+PROBED_WITHOUT_PTR = frozenset({"HMM_DMIRROR_EVICT_PFNS"})
 
 
 @functools.cache
@@ -260,6 +265,20 @@ class MirrorDevice:
         """Raises PermissionDenied while the device still holds a page exclusively."""
         return self.command("HMM_DMIRROR_CHECK_EXCLUSIVE", addr, npages)
 
+    def evict_pfns(self, addr: int, npages: int, selection: bytes | None = None) -> Transfer:
+        """Move this device's pages among the `npages` at `addr` to system memory through
+        migrate_device_pfns() (the project's HMM_DMIRROR_EVICT_PFNS, kmod/test_hmm_evict.c).
+
+        `selection` is a bitmap (page i is bit i % 8 of byte i // 8, see selection_bitmap);
+        None selects every page. cpages counts the pages moved, a whole large folio for any
+        of its pages; pages not on this device are skipped.
+        """
+        if selection is None:
+            return self.command("HMM_DMIRROR_EVICT_PFNS", addr, npages)
+        bitmap = ffi.from_buffer(selection)
+        return self.command("HMM_DMIRROR_EVICT_PFNS", addr, npages,
+                            int(ffi.cast("uintptr_t", bitmap)))
+
     def release(self, addr: int = 0, npages: int = 1) -> Transfer:
         """Evict and remove every memory chunk of the device, whoever uses it.
 
@@ -289,8 +308,9 @@ class MirrorDevice:
                 if PROBE_SCOPES[ioctl] is ProbeScope.DEVICE:
                     not_probed.add(ioctl)
                     continue
+                ptr = 0 if ioctl in PROBED_WITHOUT_PTR else scratch.mirror_ptr
                 try:
-                    probe.command(ioctl, scratch.addr, 1, scratch.mirror_ptr)
+                    probe.command(ioctl, scratch.addr, 1, ptr)
                 except InvalidArgument:
                     unknown.add(ioctl)
                     continue
@@ -300,6 +320,16 @@ class MirrorDevice:
         return IoctlSupport(answered=frozenset(answered), unknown_to_driver=frozenset(unknown),
                             not_probed=frozenset(not_probed),
                             not_in_header=frozenset(PROBE_SCOPES.keys() - requests.keys()))
+
+
+def selection_bitmap(pages: Iterable[int], npages: int) -> bytes:
+    """The evict_pfns selection of `pages` (indices from 0) among `npages`."""
+    bitmap = bytearray(-(-npages // 8))
+    for page in pages:
+        if not 0 <= page < npages:
+            raise ValueError(f"page {page} is outside a selection of {npages} pages")
+        bitmap[page // 8] |= 1 << (page % 8)
+    return bytes(bitmap)
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 sys.path.insert(0, "/hmm/project")
 
-from harness.guest import protocol
+from harness.guest import protocol, reference
 
 KERNEL_SETTINGS = {
     # Boot ran with `quiet`; from here on every message, markers included, reaches the console.
@@ -61,8 +61,14 @@ def run(events: protocol.EventChannel) -> int:
     argv = pytest_argv(plan)
     events.send("guest-started", release=os.uname().release, argv=argv)
     with open(f"{protocol.GUEST_RESULTS}/pytest-output{round_suffix(plan)}.log", "w") as output:
-        return subprocess.run(argv, env=env, stdout=output, stderr=subprocess.STDOUT,
-                              cwd="/tmp", pass_fds=(events.fileno(),)).returncode
+        status = subprocess.run(argv, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                cwd="/tmp", pass_fds=(events.fileno(),)).returncode
+    if plan.get("reference") and status not in (3, 4):
+        # After the Python suites, so whatever the C cases do to the kernel cannot change
+        # the Python results of this boot.
+        reference.run(events, plan["mode"], plan.get("keyword"), plan.get("deselect", []),
+                      float(plan["test_timeout"]))
+    return status
 
 
 def main() -> None:

@@ -110,6 +110,7 @@ class HarnessReporter:
         self.seq = 0
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.timeouts: dict[str, float] = {}
+        self.known_issues: dict[str, str] = {}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -130,6 +131,8 @@ class HarnessReporter:
             marker = item.get_closest_marker("timeout")
             self.timeouts[item.nodeid] = float(marker.args[0]) if marker and marker.args \
                 else default
+            if issue := known_issue(item):
+                self.known_issues[item.nodeid] = issue
         self.events.send("collected", nodeids=[item.nodeid for item in session.items])
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
@@ -137,7 +140,8 @@ class HarnessReporter:
         self.outcomes[nodeid] = {"outcome": "passed", "duration": 0.0, "message": ""}
         protocol.write_kmsg(protocol.begin_marker(self.seq, nodeid))
         self.events.send("test-start", nodeid=nodeid, seq=self.seq,
-                         timeout=self.timeouts.get(nodeid))
+                         timeout=self.timeouts.get(nodeid),
+                         known_issue=self.known_issues.get(nodeid, ""))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = self.outcomes.setdefault(
@@ -154,17 +158,43 @@ class HarnessReporter:
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
         protocol.write_kmsg(protocol.end_marker(self.seq, nodeid))
-        self.events.send("test-result", nodeid=nodeid, seq=self.seq, **self.outcomes[nodeid])
+        self.events.send("test-result", nodeid=nodeid, seq=self.seq, **self.outcomes[nodeid],
+                         known_issue=self.known_issues.get(nodeid, ""))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.events.send("session-finish", exitstatus=int(exitstatus))
 
 
+def known_issue(item: pytest.Item) -> str:
+    """The explanation a `known_issue` marker gives for this item's variant, if any."""
+    variant = getattr(item, "callspec", None) and item.callspec.params.get("variant")
+    for marker in item.iter_markers("known_issue"):
+        variants = marker.kwargs.get("variants")
+        if variants is None or (variant is not None and variant.name in variants):
+            return str(marker.args[0])
+    return ""
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "known_issue(explanation, variants=None): the case is known to fail or "
+        "crash on some kernels for the reason given; the outcome is reported as it is, with "
+        "the explanation attached (never turned into a pass or a skip)")
     # Outside the harness's guest (pytest run by hand) events go to a file instead.
     events = protocol.EventChannel.inherited() or protocol.EventChannel.open(
         os.path.join(protocol.GUEST_RESULTS, "events.jsonl"))
     config.pluginmanager.register(HarnessReporter(config, events), "hmm-harness-reporter")
+
+
+@pytest.fixture
+def record_measurement(request: pytest.FixtureRequest) -> Any:
+    """Send a benchmark figure to the host: record_measurement(kind=..., seconds=..., ...)."""
+    reporter = request.config.pluginmanager.get_plugin("hmm-harness-reporter")
+
+    def record(**fields: Any) -> None:
+        reporter.events.send("measurement", nodeid=request.node.nodeid, **fields)
+
+    return record
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
