@@ -71,6 +71,9 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
                         help="the QEMU binary (default: %(default)s from PATH)")
     parser.add_argument("--cpus", type=int, default=2,
                         help="guest vCPUs (default: %(default)s)")
+    parser.add_argument("--memory", type=int, metavar="MIB", dest="memory_mib",
+                        help="guest memory in MiB (default: 2048 for private, 6144 for "
+                             "coherent and all, which need RAM above 4.5 GiB)")
     parser.add_argument("--test-timeout", type=int, default=DEFAULT_TEST_TIMEOUT,
                         metavar="SECONDS",
                         help="pytest-timeout for each test in the guest; a test still stuck "
@@ -132,7 +135,8 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
         keyword=BENCH_KEYWORD if benchmark else args.keyword,
         suites=BENCH_SUITES if benchmark else tuple(args.suites or run.DEFAULT_SUITES),
         benchmark=benchmark, mirror=args.mirror, qemu=args.qemu,
-        accel=args.accel, cpus=args.cpus, test_timeout=args.test_timeout,
+        accel=args.accel, cpus=args.cpus, memory_mib=args.memory_mib,
+        test_timeout=args.test_timeout,
         run_timeout=args.run_timeout, module=args.module, reference=args.reference,
         extra_kmods=tuple(p.resolve() for p in getattr(args, "extra_kmods", [])),
         debug_symbols=getattr(args, "debug_symbols", False),

@@ -109,6 +109,19 @@ def _cffi_argv(kernel: Kernel, root: Path, directory: Path) -> list[str]:
         {"/hmm/build": directory, "/hmm/project": PROJECT_ROOT})
 
 
+def precompile_argv(root: Path, build_dir: Path, suites: tuple[str, ...]) -> list[str]:
+    """Collect the suites once in the guest root, natively, so the guest finds the project's
+    bytecode and pytest's rewritten test modules in __pycache__ (the project share is
+    read-only to the guest, and compiling them under TCG costs seconds on every boot)."""
+    return guestroot.in_root_argv(
+        root, ["env", "PYTHONPATH=/hmm/project:/hmm/build", "python3", "-m", "pytest",
+               "-p", "harness.guest.plugin", "-c", "/hmm/project/tests/guest/pytest.ini",
+               "--rootdir", "/hmm/project", "-p", "no:cacheprovider", "--hmm-no-load",
+               "--hmm-events=/dev/null", "--collect-only", "-q",
+               *[f"/hmm/project/{suite}" for suite in suites]],
+        {"/hmm/project": PROJECT_ROOT, "/hmm/build": build_dir}, cwd="/tmp")
+
+
 def _announce_build(kernel: Kernel, root: Path, directory: Path, runner: CommandRunner) -> None:
     runner.announce(f"# copy lib/test_hmm.c, lib/test_hmm_uapi.h and kmod/Makefile into "
                     f"{directory}")

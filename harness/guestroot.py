@@ -11,6 +11,7 @@ from harness.paths import PROJECT_ROOT
 
 PACKAGES_FILE = PROJECT_ROOT / "vm-images" / "guest-root.packages"
 # Mount points for the harness's shares; the guest root itself stays read-only.
+ROOT_ENVIRONMENT = "PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8"
 MOUNT_POINTS = ("hmm/project", "hmm/build", "hmm/results")
 
 
@@ -49,6 +50,7 @@ def in_root_argv(root: Path, command: list[str], binds: Mapping[str, Path],
     for inside, host in binds.items():
         target = shlex.quote(str(root / inside.lstrip("/")))
         steps.append(f"mkdir -p {target} && mount --bind {shlex.quote(str(host))} {target}")
-    inner = f"cd {shlex.quote(cwd)} && {shlex.join(command)}"
+    # The host's environment (CC, PYTHONPATH, PYTHONDONTWRITEBYTECODE, ...) stays outside.
+    inner = f"cd {shlex.quote(cwd)} && exec env -i {ROOT_ENVIRONMENT} {shlex.join(command)}"
     steps.append(f"chroot {shlex.quote(str(root))} sh -c {shlex.quote(inner)}")
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", " && ".join(steps)]

@@ -35,15 +35,31 @@ class GuestLayout:
     module_params: tuple[str, ...]
 
 
-def guest_layout(coherent: bool) -> GuestLayout:
+DEFAULT_MEMORY_MIB = {False: 2048, True: 6144}
+# QEMU's pc machine keeps at most 3 GiB of RAM below 4 GiB and maps the rest from 4 GiB up.
+LOW_RAM_LIMIT_MIB = 3072
+
+
+def coherent_memory_problem(memory_mib: int) -> str | None:
+    """Why a guest of this size cannot hold the soft-reserved device memory, if it cannot."""
+    high_ram_end = (4 << 30) + max(0, memory_mib - LOW_RAM_LIMIT_MIB) * (1 << 20)
+    needed_end = COHERENT_BASE + COHERENT_CHUNK * COHERENT_DEVICES
+    if memory_mib > LOW_RAM_LIMIT_MIB and high_ram_end >= needed_end + (1 << 30):
+        return None
+    return (f"device-coherent memory needs guest RAM at {COHERENT_BASE:#x}-{needed_end:#x} "
+            f"to soft-reserve, plus 1 GiB above it; {memory_mib} MiB of guest memory ends at "
+            f"{high_ram_end:#x}")
+
+
+def guest_layout(coherent: bool, memory_mib: int | None = None) -> GuestLayout:
+    memory = memory_mib or DEFAULT_MEMORY_MIB[coherent]
     if not coherent:
-        return GuestLayout(memory_mib=2048, kernel_args=(), module_params=())
+        return GuestLayout(memory_mib=memory, kernel_args=(), module_params=())
     size = COHERENT_CHUNK * COHERENT_DEVICES
     memmap = f"memmap={size >> 20}M%{COHERENT_BASE:#x}-1+{SOFT_RESERVED_TYPE:#x}"
     params = tuple(f"spm_addr_dev{i}={COHERENT_BASE + i * COHERENT_CHUNK:#x}"
                    for i in range(COHERENT_DEVICES))
-    # 6 GiB puts RAM from 4 GiB to 6.5 GiB, so the reserved range sits inside RAM.
-    return GuestLayout(memory_mib=6144, kernel_args=(memmap,), module_params=params)
+    return GuestLayout(memory_mib=memory, kernel_args=(memmap,), module_params=params)
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,12 @@ def table(rows: list[Row]) -> str:
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
              for line in [header, *body]]
+    paired = [r for r in rows if r.c_seconds is not None and r.python_seconds is not None]
+    c_total = sum(r.c_seconds or 0.0 for r in paired)
+    python_total = sum(r.python_seconds or 0.0 for r in paired)
+    if paired and c_total > 0:
+        lines.append(f"time of the {len(paired)} paired cases: Python {python_total:.1f}s, "
+                     f"C {c_total:.1f}s (Python/C {python_total / c_total:.2f})")
     disagree = [r for r in rows if not r.agree and r.c_outcome != "-" and r.python_outcome != "-"]
     lines.append(f"{len(disagree)} of {len(rows)} cases disagree" + (":" if disagree else ""))
     lines += [f"  {r.test} [{r.variant}]: C {r.c_outcome}, Python {r.python_outcome}"

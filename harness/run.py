@@ -25,6 +25,7 @@ from harness import (
 )
 from harness.commands import CommandRunner, require_tool
 from harness.errors import (
+    CommandFailedError,
     GuestSetupError,
     KernelNotFoundError,
     LostVMError,
@@ -53,6 +54,7 @@ class RunOptions:
     qemu: str = "qemu-system-x86_64"
     accel: str = "auto"
     cpus: int = 2
+    memory_mib: int | None = None
     test_timeout: int = 600
     run_timeout: int = 5400
     module: Path | None = None
@@ -69,6 +71,11 @@ def validate(options: RunOptions) -> None:
     if options.mode not in MODES:
         raise UsageError(f"unknown --mode '{options.mode}'",
                          f"use one of: {', '.join(MODES)}")
+    if options.mode != "private" and options.memory_mib and \
+            (problem := qemu.coherent_memory_problem(options.memory_mib)):
+        raise UsageError(f"--mode {options.mode} with --memory {options.memory_mib}: {problem}",
+                         "give the guest more memory (the default for coherent modes is "
+                         f"{qemu.DEFAULT_MEMORY_MIB[True]} MiB), or use --mode private")
     if options.accel not in ("auto", "kvm", "tcg"):
         raise UsageError(f"unknown --accel '{options.accel}'", "use auto, kvm or tcg")
     prepare_results_dir(options.results_dir)
@@ -173,9 +180,18 @@ def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> resul
                                            options.module, options.extra_kmods)
         debug = debuginfo.locate(kernel, provisioned.root, build.directory, options.extra_kmods,
                                  options.cache_dir, options.mirror, options.debug_symbols, runner)
+    try:
+        runner.run(guestbuild.precompile_argv(provisioned.root, build.directory,
+                                              options.suites),
+                   capture=True, what="precompiling the guest suites")
+    except CommandFailedError as error:
+        # Only a speed-up: the guest collects again and reports any real problem itself.
+        progress.say(f"precompiling the suites failed, the guest will compile them: "
+                     f"{error.problem.splitlines()[-1]}")
     accel = vm.choose_accel(options.accel, options.qemu, kernel.image, options.cache_dir, runner)
     progress.say(f"kernel: {kernel.origin}; accelerator: {accel.accel} ({accel.reason})")
-    layout = qemu.guest_layout(coherent=options.mode != "private")
+    layout = qemu.guest_layout(coherent=options.mode != "private",
+                               memory_mib=options.memory_mib)
     monitor_dir = Path(tempfile.mkdtemp(prefix="hmm-harness-"))
 
     def vm_spec(round_number: int) -> qemu.VmSpec:

@@ -54,6 +54,7 @@ def run(events: protocol.EventChannel) -> int:
     configure_kernel()
     with open(protocol.PLAN_FILE) as f:
         plan = json.load(f)
+    # Bytecode comes precompiled from the host; the guest can write none (read-only share).
     env = {**os.environ, "PYTHON_COLORS": "0", "PYTHONPATH": "/hmm/project:/hmm/build",
            "PYTHONDONTWRITEBYTECODE": "1",
            "HOME": "/root", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": "/tmp",

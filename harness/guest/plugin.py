@@ -50,6 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="a test_hmm parameter (name=value); repeat for more")
     group.addoption("--hmm-no-load", action="store_true",
                     help="test_hmm is already loaded: do not insmod it")
+    group.addoption("--hmm-events", metavar="PATH",
+                    help="write events to PATH instead of the harness's channel")
 
 
 def expected_devices(mode: str) -> list[str]:
@@ -181,8 +183,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "crash on some kernels for the reason given; the outcome is reported as it is, with "
         "the explanation attached (never turned into a pass or a skip)")
     # Outside the harness's guest (pytest run by hand) events go to a file instead.
-    events = protocol.EventChannel.inherited() or protocol.EventChannel.open(
-        os.path.join(protocol.GUEST_RESULTS, "events.jsonl"))
+    explicit = config.getoption("hmm_events")
+    events = (protocol.EventChannel.open(explicit) if explicit else None) \
+        or protocol.EventChannel.inherited() \
+        or protocol.EventChannel.open(os.path.join(protocol.GUEST_RESULTS, "events.jsonl"))
     config.pluginmanager.register(HarnessReporter(config, events), "hmm-harness-reporter")
 
 

@@ -107,6 +107,14 @@ def test_module_that_does_not_exist(capsys, tmp_path, fake_qemu_on_path):
     assert status == cli.EXIT_HARNESS and "is not a file" in err
 
 
+def test_coherent_mode_without_room_for_device_memory(capsys, tmp_path, fake_qemu_on_path):
+    status, err = _run(capsys, "--results", str(tmp_path / "r"), "--mode", "all",
+                       "--memory", "3072")
+    assert status == cli.EXIT_HARNESS
+    assert "device-coherent memory needs guest RAM at 0x100000000" in err
+    assert "--mode private" in err
+
+
 def test_no_command(capsys):
     assert cli.main([]) == cli.EXIT_HARNESS
     assert "no command given" in capsys.readouterr().err

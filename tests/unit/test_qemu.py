@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from harness import qemu
 
 
@@ -54,9 +56,13 @@ def test_coherent_layout_reserves_two_chunks_inside_ram():
     layout = qemu.guest_layout(coherent=True)
     assert layout.kernel_args == ("memmap=512M%0x100000000-1+0xefffffff",)
     assert layout.module_params == ("spm_addr_dev0=0x100000000", "spm_addr_dev1=0x110000000")
-    # pc machines map RAM above 3 GiB at 4 GiB; the reserved end must be below the RAM end.
-    high_ram_end = (4 << 30) + (layout.memory_mib << 20) - (3 << 30)
-    assert high_ram_end >= qemu.COHERENT_BASE + 2 * qemu.COHERENT_CHUNK
+    assert qemu.coherent_memory_problem(layout.memory_mib) is None
+
+
+@pytest.mark.parametrize("memory_mib", [2048, 3072, 4096])
+def test_too_little_memory_for_coherent_is_explained(memory_mib):
+    problem = qemu.coherent_memory_problem(memory_mib)
+    assert problem and "0x100000000-0x120000000" in problem and f"{memory_mib} MiB" in problem
 
 
 def test_kernel_args_keep_markers_unlimited():

@@ -82,6 +82,7 @@ def test_twins_are_paired_and_disagreements_listed():
         ("hmm.evict_every_other", "private", "-", "passed")]
     text = reference.table(rows)
     assert "1 of 3 cases disagree:" in text
+    assert "time of the 2 paired cases: Python 2.0s, C 0.5s (Python/C 4.00)" in text
     assert "hmm2.snapshot [coherent]: C failed, Python passed" in text
 
 

@@ -45,6 +45,12 @@ def test_oops_rip_is_a_module_frame():
     ("WARNING: mm/memremap.c:158 at memremap_pages+0x53d/0x680, CPU#1: python3/122",
      ("memremap_pages", 0x53D, 0x680, None, "rip")),
     (" __list_lru_add.part.0+0x2f/0x90", ("__list_lru_add.part.0", 0x2F, 0x90, None, "call")),
+    # 7.2's WARNING line, from the harness's own hmm_faults module.
+    ("WARNING: hmm_faults.c:37 at hmm_faults_warn+0xc/0x20 [hmm_faults], CPU#0: python3/120",
+     ("hmm_faults_warn", 0xC, 0x20, "hmm_faults", "rip")),
+    # The sleeper in a sysrq-w dump.
+    (" hmm_faults_sleep+0x80/0xc0 [hmm_faults]",
+     ("hmm_faults_sleep", 0x80, 0xC0, "hmm_faults", "call")),
     # With CONFIG_STACKTRACE_BUILD_ID the module carries its build id.
     (" hmm_faults_oops+0x9/0x20 [hmm_faults 0123456789abcdef]",
      ("hmm_faults_oops", 0x9, 0x20, "hmm_faults", "call")),
