@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from harness import debian, run
+from harness import bisect, debian, matrix, run
 from harness.commands import CommandRunner
 from harness.errors import HarnessError, UsageError
 from harness.paths import default_cache_dir
@@ -43,12 +43,28 @@ BENCH_KEYWORD = "benchmark_thp_migration or read_latency"
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kernel", metavar="SPEC",
+    parser.add_argument("--kernel", metavar="SPEC", action="append",
                         help="the kernel to test: a Debian suite (sid, experimental), a Debian "
-                             f"release such as {debian.PINNED_RELEASE} or sid:RELEASE, or a "
-                             "directory like /usr/lib/modules/RELEASE with vmlinuz and config. "
-                             f"Default: Debian sid {debian.PINNED_RELEASE}, else sid's newest "
-                             "kernel with CONFIG_DEVICE_PRIVATE")
+                             f"release such as {debian.PINNED_RELEASE} or sid:RELEASE, a kernel "
+                             "source tree (configured with vm-images/kconfig/ and built out of "
+                             "tree under the cache), a built tree or O= directory, a directory "
+                             "like /usr/lib/modules/RELEASE with vmlinuz and config, or a "
+                             "bzImage (with --modules-dir or --module). Given more than once "
+                             "(run only): the same tests on each kernel and a table of test x "
+                             f"kernel. Default: Debian sid {debian.PINNED_RELEASE}, else sid's "
+                             "newest kernel with CONFIG_DEVICE_PRIVATE")
+    parser.add_argument("--modules-dir", type=Path, metavar="DIR",
+                        help="with --kernel BZIMAGE: the kernel's modules directory (make "
+                             "modules_install's lib/modules/RELEASE): its config, the 9p modules "
+                             "if not built in, and its build link to build test_hmm against")
+    parser.add_argument("--test-hmm-source", type=Path, metavar="PATH",
+                        help="build test_hmm from this test_hmm.c, or from a directory holding "
+                             "test_hmm.c and test_hmm_uapi.h (or a tree's lib/), for the chosen "
+                             "kernel; the kernel is not rebuilt")
+    parser.add_argument("--debug", dest="debug_kernel", action="store_true",
+                        help="for a kernel source tree: also apply vm-images/kconfig/"
+                             "debug.config (DEBUG_VM, KASAN, PROVE_LOCKING, DEBUG_PAGEALLOC); "
+                             "slower to build, boot and run, see the README")
     parser.add_argument("--mode", default="private", metavar="MODE",
                         help="memory model: private (devices 0/1), coherent (devices 2/3, on "
                              "soft-reserved guest memory) or all (default: %(default)s)")
@@ -124,6 +140,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "table shows Python/C throughput ratios. Figures go to results.json "
                     "'benchmark'. Exit status as for run.")
     _common_options(benchp)
+    bisectp = commands.add_parser(
+        "bisect", help="find the first commit where the selected tests stop passing",
+        description="Bisect --tree between --good and --bad: at each step build and run as "
+                    "'run' does; every selected test passing is good, a test not passing is "
+                    "bad, a commit the harness cannot build, boot or run is skipped. Without "
+                    "--kernel the tree is the kernel (built out of tree with ccache); with "
+                    "--kernel, point --test-hmm-source into the tree. The bisection runs in a "
+                    "worktree under the cache; the checkout is left alone. Prints the first "
+                    "bad commit and the log of the tests that failed there. Exit status: 0 "
+                    "when it was found, 125 when it could not be.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    bisectp.add_argument("--tree", type=Path, required=True, metavar="PATH",
+                         help="the git repository to bisect")
+    bisectp.add_argument("--good", required=True, metavar="REV",
+                         help="a commit where the tests pass")
+    bisectp.add_argument("--bad", required=True, metavar="REV",
+                         help="a later commit where they do not")
+    bisectp.add_argument("-k", dest="keyword", metavar="EXPR",
+                         help="only tests matching this pytest -k expression")
+    bisectp.add_argument("--suite", action="append", dest="suites", metavar="PATH",
+                         help="a suite file or directory under the project, repeatable")
+    _common_options(bisectp)
     return parser
 
 
@@ -131,7 +169,7 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
     benchmark = args.command == "bench"
     return run.RunOptions(
         results_dir=args.results.resolve(), cache_dir=args.cache_dir or default_cache_dir(),
-        kernel=args.kernel, mode=args.mode,
+        kernel=args.kernel[0] if args.kernel else None, mode=args.mode,
         keyword=BENCH_KEYWORD if benchmark else args.keyword,
         suites=BENCH_SUITES if benchmark else tuple(args.suites or run.DEFAULT_SUITES),
         benchmark=benchmark, mirror=args.mirror, qemu=args.qemu,
@@ -140,17 +178,23 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
         run_timeout=args.run_timeout, module=args.module, reference=args.reference,
         extra_kmods=tuple(p.resolve() for p in getattr(args, "extra_kmods", [])),
         debug_symbols=getattr(args, "debug_symbols", False),
-        dry_run=args.dry_run)
+        modules_dir=args.modules_dir, test_hmm_source=args.test_hmm_source,
+        debug_kernel=args.debug_kernel, dry_run=args.dry_run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     progress = Progress()
     try:
         args = build_parser().parse_args(argv)
-        if args.command not in ("run", "bench"):
+        if args.command not in ("run", "bench", "bisect"):
             raise UsageError("no command given", "try 'python -m harness run --help'")
         options = options_from(args)
-        report = run.run(options, CommandRunner(dry_run=options.dry_run), progress)
+        runner = CommandRunner(dry_run=options.dry_run)
+        if args.command == "bisect":
+            return _bisect(args, options, runner, progress)
+        if len(args.kernel or []) > 1:
+            return _matrix(args, options, runner, progress)
+        report = run.run(options, runner, progress)
     except HarnessError as error:
         print(f"error: {error.problem}", file=sys.stderr)
         if error.fix:
@@ -164,3 +208,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress.say(summary(report))
     progress.say(f"results: {options.results_dir}/results.json, junit.xml, console.log")
     return EXIT_PASSED if report.passed() else EXIT_FAILED
+
+
+def _matrix(args: argparse.Namespace, options: run.RunOptions, runner: CommandRunner,
+            progress: Progress) -> int:
+    if args.command != "run" or options.module or options.modules_dir:
+        raise UsageError("--kernel more than once goes with 'run', without --module and "
+                         "--modules-dir (they belong to one kernel)",
+                         "run one kernel at a time for those")
+    columns = matrix.run_matrix(options, args.kernel, runner, progress)
+    if options.dry_run:
+        return EXIT_PASSED
+    progress.say("test x kernel:\n" + matrix.table(columns))
+    progress.say(f"results: {options.results_dir}/results.json, one directory per kernel")
+    verdict = matrix.status(columns)
+    return {"passed": EXIT_PASSED, "failed": EXIT_FAILED}.get(verdict, EXIT_HARNESS)
+
+
+def _bisect(args: argparse.Namespace, options: run.RunOptions, runner: CommandRunner,
+            progress: Progress) -> int:
+    if len(args.kernel or []) > 1:
+        raise UsageError("bisect tests one kernel", "give --kernel once, or not at all")
+    report = bisect.bisect(bisect.BisectOptions(args.tree, args.good, args.bad, options),
+                           runner, progress)
+    if options.dry_run:
+        return EXIT_PASSED
+    progress.say("bisection:\n" + bisect.text(report))
+    progress.say(f"results: {options.results_dir}/bisect.json, bisect-log.txt, steps/")
+    return EXIT_PASSED if report.culprit else EXIT_HARNESS

@@ -8,9 +8,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import guestroot, initramfs, kconfig, kmodext, modinfo
+from harness import guestroot, hostbuild, initramfs, kconfig, kmodext, modinfo
 from harness.commands import CommandRunner
 from harness.errors import ModuleMismatchError
+from harness.kernelspec import TestHmmSource
 from harness.paths import PROJECT_ROOT
 from harness.provision import Kernel
 
@@ -26,9 +27,13 @@ class GuestBuild:
     initramfs: Path
 
 
-def module_sources(kernel: Kernel) -> dict[str, Path]:
-    return {"test_hmm.c": kernel.source_dir / "lib/test_hmm.c",
-            "test_hmm_uapi.h": kernel.source_dir / "lib/test_hmm_uapi.h",
+def module_sources(kernel: Kernel, test_hmm_source: TestHmmSource | None = None
+                   ) -> dict[str, Path]:
+    """test_hmm.c and its uapi header come from the kernel's source, or --test-hmm-source."""
+    own = test_hmm_source
+    return {"test_hmm.c": own.test_hmm_c if own else kernel.source_dir / "lib/test_hmm.c",
+            "test_hmm_uapi.h": own.uapi_h if own and own.uapi_h
+            else kernel.source_dir / "lib/test_hmm_uapi.h",
             "Makefile": KMOD_MAKEFILE,
             # #included by test_hmm.c when kmodext hooks it in
             "test_hmm_evict.c": kmodext.EXTENSION}
@@ -36,6 +41,8 @@ def module_sources(kernel: Kernel) -> dict[str, Path]:
 
 def _inputs_key(kernel: Kernel, sources: dict[str, Path], extra: tuple[Path, ...]) -> str:
     digest = hashlib.sha256(kernel.release.encode())
+    if kernel.host_build is not None:
+        digest.update(kernel.host_build.identity.encode())
     extra_files = [f for d in extra for f in sorted(d.iterdir()) if f.is_file()]
     selftest = [kernel.source_dir / s for s in SELFTEST_SOURCES]
     for path in [*sources.values(), CFFI_BUILD_SCRIPT, READ_LATENCY_SOURCE, initramfs.INIT_SCRIPT,
@@ -44,9 +51,12 @@ def _inputs_key(kernel: Kernel, sources: dict[str, Path], extra: tuple[Path, ...
     return digest.hexdigest()[:16]
 
 
-def kernel_vermagic(kernel: Kernel) -> str:
-    """vermagic of a module the kernel's own build produced: what the kernel accepts."""
-    shipped = initramfs.find_module(kernel.modules_dir, "9pnet")
+def kernel_vermagic(kernel: Kernel) -> str | None:
+    """vermagic of a module the kernel's own build produced: what the kernel accepts. None
+    when the kernel brought no module of its own (9p built in, no modules directory)."""
+    shipped = hostbuild.reference_module(kernel.modules_dir)
+    if shipped is None:
+        return None
     data = shipped.read_bytes()
     if shipped.suffix == ".xz":
         data = lzma.decompress(data)
@@ -55,7 +65,10 @@ def kernel_vermagic(kernel: Kernel) -> str:
 
 def verify_module(module: Path, kernel: Kernel) -> None:
     info = modinfo.module_info(module.read_bytes())
-    modinfo.check_vermagic(info.get("vermagic", "(none)"), kernel_vermagic(kernel), module.name)
+    expected = kernel_vermagic(kernel)
+    if expected is None:  # no module to compare with: at least the release must match
+        expected = kernel.release + " " + " ".join(info.get("vermagic", "").split()[1:])
+    modinfo.check_vermagic(info.get("vermagic", "(none)"), expected, module.name)
     image_release = modinfo.bzimage_release(kernel.image.read_bytes())
     if image_release != kernel.release:
         raise ModuleMismatchError(f"{kernel.image} reports release {image_release}, "
@@ -64,6 +77,8 @@ def verify_module(module: Path, kernel: Kernel) -> None:
 
 def _make_module_argv(kernel: Kernel, root: Path, directory: Path,
                       subdir: str = "") -> list[str]:
+    if kernel.host_build is not None:
+        return hostbuild.module_make_argv(kernel.host_build, directory / subdir)
     module_dir = f"/hmm/build/{subdir}".rstrip("/")
     return guestroot.in_root_argv(
         root, ["make", "-C", kernel.headers_in_root, f"M={module_dir}", "modules"],
@@ -71,7 +86,10 @@ def _make_module_argv(kernel: Kernel, root: Path, directory: Path,
 
 
 def kernel_compiler(kernel: Kernel) -> str:
-    """The guest root has only the kernel's compiler, not the `gcc` build tools assume."""
+    """The guest root has only the kernel's compiler, not the `gcc` build tools assume; a kernel
+    built elsewhere than Debian leaves the root's own compiler."""
+    if kernel.host_build is not None:
+        return hostbuild.guest_root_compiler()
     return kconfig.compiler(kconfig.parse(kernel.config.read_text())) \
         if kernel.config.exists() else "gcc"
 
@@ -137,10 +155,11 @@ def _announce_build(kernel: Kernel, root: Path, directory: Path, runner: Command
 
 def build_for_guest(kernel: Kernel, root: Path, cache_dir: Path, runner: CommandRunner,
                     prebuilt_module: Path | None = None,
-                    extra_modules: tuple[Path, ...] = ()) -> GuestBuild:
+                    extra_modules: tuple[Path, ...] = (),
+                    test_hmm_source: TestHmmSource | None = None) -> GuestBuild:
     """Everything lands in one directory keyed by its inputs; extra module directories are
     built beside test_hmm and reach the guest as /hmm/build/extra/NAME/NAME.ko."""
-    sources = module_sources(kernel)
+    sources = module_sources(kernel, test_hmm_source)
     key = "<inputs-hash>" if runner.dry_run else _inputs_key(kernel, sources, extra_modules)
     directory = cache_dir / "builds" / kernel.release / key
     build = GuestBuild(directory=directory, module=directory / "test_hmm.ko",
@@ -154,8 +173,11 @@ def build_for_guest(kernel: Kernel, root: Path, cache_dir: Path, runner: Command
         staging.mkdir(parents=True)
         for name, path in sources.items():
             shutil.copyfile(path, staging / name)
-        kmodext.apply_to_staging(staging, root, kernel.headers_in_root)
-        runner.run(_make_module_argv(kernel, root, staging), what="building test_hmm.ko")
+        can_build = kernel.host_build is None or kernel.host_build.build_dir is not None
+        if can_build:
+            kmodext.apply_to_staging(staging, root if kernel.host_build is None else Path("/"),
+                                     kernel.headers_in_root)
+            runner.run(_make_module_argv(kernel, root, staging), what="building test_hmm.ko")
         for extra in extra_modules:
             target = staging / "extra" / extra.name
             shutil.copytree(extra, target)

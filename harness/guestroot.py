@@ -46,7 +46,9 @@ def in_root_argv(root: Path, command: list[str], binds: Mapping[str, Path],
                  cwd: str = "/") -> list[str]:
     """Run `command` chrooted in `root` with host dirs bound in, in a private mount namespace
     so nothing stays mounted afterwards."""
-    steps = [f"mount -t proc proc {shlex.quote(str(root / 'proc'))}"]
+    # A private /tmp: compilers and the suites write there, and the cached root stays clean.
+    steps = [f"mount -t proc proc {shlex.quote(str(root / 'proc'))}",
+             f"mount -t tmpfs tmp {shlex.quote(str(root / 'tmp'))}"]
     for inside, host in binds.items():
         target = shlex.quote(str(root / inside.lstrip("/")))
         steps.append(f"mkdir -p {target} && mount --bind {shlex.quote(str(host))} {target}")

@@ -28,6 +28,23 @@ REQUIRED = (
     Requirement("CONFIG_HMM_MIRROR", ("y",), "hmm_range_fault(), the mirror side of test_hmm"),
     Requirement("CONFIG_MIGRATION", ("y",), "migrate_vma_*()"),
 )
+# What booting the guest needs, checked for kernels the harness did not configure itself
+# (its own fragment, vm-images/kconfig/base.config, sets all of them). The initramfs loads
+# only the 9p stack from a modules directory, so the rest must be built in.
+GUEST_REQUIRED = (
+    Requirement("CONFIG_MODULES", ("y",), "test_hmm is loaded as a module"),
+    Requirement("CONFIG_BLK_DEV_INITRD", ("y",), "the harness boots through an initramfs"),
+    Requirement("CONFIG_RD_GZIP", ("y",), "the initramfs is gzip-compressed"),
+    Requirement("CONFIG_SERIAL_8250_CONSOLE", ("y",), "the console is ttyS0"),
+    Requirement("CONFIG_VIRTIO_PCI", ("y",), "the 9p and virtio-serial devices are virtio-pci"),
+    Requirement("CONFIG_VIRTIO_CONSOLE", ("y",), "test events come out on a virtio-serial port"),
+    Requirement("CONFIG_NET_9P_VIRTIO", ("y", "m"), "the guest root is shared over 9p"),
+    Requirement("CONFIG_9P_FS", ("y", "m"), "the guest root is shared over 9p"),
+    Requirement("CONFIG_DEVTMPFS", ("y",), "/dev in the guest"),
+    Requirement("CONFIG_TMPFS", ("y",), "/tmp in the guest (the root is read-only)"),
+    Requirement("CONFIG_UNIX", ("y",), "python3 uses unix sockets"),
+    Requirement("CONFIG_ACPI", ("y",), "the guest powers QEMU off through ACPI"),
+)
 # Checked and reported; a kernel without them still runs, with the cases that need them skipped.
 REPORTED = (
     "CONFIG_DEVICE_MIGRATION", "CONFIG_TEST_HMM", "CONFIG_GUP_TEST", "CONFIG_HUGETLBFS",
@@ -59,9 +76,10 @@ def checked_values(options: dict[str, str]) -> dict[str, str]:
     return {name: options.get(name, "n") for name in names}
 
 
-def require(options: dict[str, str], where: str) -> None:
+def require(options: dict[str, str], where: str,
+            requirements: tuple[Requirement, ...] = REQUIRED) -> None:
     """Raise KernelConfigError naming every missing option."""
-    absent = missing(options)
+    absent = missing(options, requirements)
     if not absent:
         return
     lines = [f"  {r.option}={options.get(r.option, 'n')} (needs {'/'.join(r.accepted)}: "

@@ -14,6 +14,7 @@ class Progress:
         self.stream = stream
         self.total = 0
         self.done = 0
+        self.running: str | None = None
         self.started = time.monotonic()
 
     def say(self, text: str) -> None:
@@ -39,11 +40,15 @@ class Progress:
                 self.total = count
                 self.say(f"{self.total} tests selected")
         elif kind == "test-start":
+            if self.running:
+                self.done += 1  # the guest died or hung in the previous test
+            self.running = event["nodeid"]
             self.say(f"[{self.done + 1}/{self.total}] {event['nodeid']} ...")
         elif kind == "host-watchdog":
             self.say(f"{event['nodeid']} outlived its timeout: dumping the guest's tasks, then "
                      "killing the guest")
         elif kind == "test-result":
+            self.running = None
             self.done += 1
             self.say(f"[{self.done}/{self.total}] {event['outcome'].upper():8} {event['nodeid']}"
                      f" ({event.get('duration', 0.0):.1f}s)")

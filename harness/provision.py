@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import archive, debian, guestroot, kconfig
+from harness import archive, debian, guestroot, hostbuild, kconfig
 from harness.commands import CommandRunner, require_tool
 from harness.errors import KernelConfigError, KernelNotFoundError
 
@@ -35,6 +35,8 @@ class Kernel:
     # Inside the guest root: where `make -C ... M=` builds out-of-tree modules.
     headers_in_root: str
     origin: str
+    # Set for kernels built elsewhere than Debian: their modules are built on the host.
+    host_build: hostbuild.HostBuild | None = None
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,9 @@ def merge(events: list[dict[str, Any]], log: console.ConsoleLog,
         test_log = log.tests.get(nodeid)
         if test_log is not None:
             outcome.kernel_errors = console.distinct(console.kernel_errors(test_log.lines))
-            outcome.kernel_log = console.excerpt(test_log.lines)
+            # A crash or hang keeps the whole console tail: panic, sysrq task dumps.
+            limit = 3000 if outcome.outcome in ("crashed", "hung") else 200
+            outcome.kernel_log = console.excerpt(test_log.lines, limit)
             if outcome.kernel_errors and outcome.outcome in {"passed", "failed", "skipped",
                                                              "error"}:
                 outcome.message = (f"kernel error while the test ran ({outcome.outcome} "

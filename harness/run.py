@@ -17,6 +17,8 @@ from harness import (
     debuginfo,
     guestbuild,
     kconfig,
+    kernels,
+    kernelspec,
     provision,
     qemu,
     reference,
@@ -39,7 +41,7 @@ from harness.progress import Progress
 MODES = ("private", "coherent", "all")
 DEFAULT_SUITES = ("tests/guest",)
 # pytest exit statuses the guest can report, see pytest.ExitCode.
-PYTEST_INTERNAL_ERROR, PYTEST_USAGE_ERROR, PYTEST_NO_TESTS = 3, 4, 5
+PYTEST_INTERRUPTED, PYTEST_INTERNAL_ERROR, PYTEST_USAGE_ERROR, PYTEST_NO_TESTS = 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class RunOptions:
     debug_symbols: bool = False
     dry_run: bool = False
     extra_kernel_args: tuple[str, ...] = field(default_factory=tuple)
+    modules_dir: Path | None = None  # with a bzImage --kernel
+    test_hmm_source: Path | None = None
+    debug_kernel: bool = False  # --debug: vm-images/kconfig/debug.config for source trees
 
 
 def validate(options: RunOptions) -> None:
@@ -84,8 +89,12 @@ def validate(options: RunOptions) -> None:
     if options.module is not None and not options.module.is_file():
         raise UsageError(f"--module {options.module} is not a file",
                          "give the path of a built test_hmm.ko, or drop --module")
-    if options.kernel and is_path_spec(options.kernel):
-        check_kernel_dir(Path(options.kernel))
+    request = kernel_request(options)
+    kernels.check(request)
+    if isinstance(request.spec, kernelspec.ModulesDir):
+        check_kernel_dir(request.spec.directory)
+    if options.test_hmm_source is not None:
+        kernelspec.test_hmm_source(options.test_hmm_source)
     for extra in options.extra_kmods:
         if not (extra / "Makefile").is_file() and not (extra / "Kbuild").is_file():
             raise UsageError(f"--extra-kmod {extra} has no Makefile or Kbuild",
@@ -117,16 +126,16 @@ def prepare_results_dir(path: Path) -> None:
                               "pass --results with a directory you can write") from error
 
 
-def is_path_spec(spec: str) -> bool:
-    return os.sep in spec or spec.startswith(".")
+def kernel_request(options: RunOptions) -> kernels.KernelRequest:
+    spec = kernelspec.spec_from_text(options.kernel, options.modules_dir) if options.kernel \
+        else kernelspec.DebianKernel(debian.DEFAULT_KERNEL)
+    return kernels.KernelRequest(spec, options.cache_dir, options.mirror, options.debug_kernel,
+                                 options.module)
 
 
-def resolve_kernel(options: RunOptions, runner: CommandRunner) -> provision.Provisioned:
-    spec_text = options.kernel
-    if spec_text and is_path_spec(spec_text):
-        return kernel_from_path(Path(spec_text), options, runner)
-    spec = debian.parse_debian_spec(spec_text) if spec_text else debian.DEFAULT_KERNEL
-    return provision.provision_debian(spec, options.cache_dir, options.mirror, runner)
+def resolve_kernel(options: RunOptions, runner: CommandRunner,
+                   built: provision.Kernel | None = None) -> provision.Provisioned:
+    return kernels.resolve(kernel_request(options), runner, built)
 
 
 def check_kernel_dir(path: Path) -> None:
@@ -145,20 +154,6 @@ def check_kernel_dir(path: Path) -> None:
     kconfig.require(kconfig.parse(config.read_text()), f"in {path}")
 
 
-def kernel_from_path(path: Path, options: RunOptions,
-                     runner: CommandRunner) -> provision.Provisioned:
-    """The guest root and the test_hmm source are the default kernel's."""
-    base = provision.provision_debian(debian.DEFAULT_KERNEL, options.cache_dir, options.mirror,
-                                      runner)
-    release = path.resolve().name
-    kernel = provision.Kernel(release=release, image=path / "vmlinuz", config=path / "config",
-                              modules_dir=path,
-                              source_dir=base.kernel.source_dir,
-                              headers_in_root=f"/usr/src/linux-headers-{release}",
-                              origin=f"kernel directory {path}")
-    return provision.Provisioned(kernel=kernel, root=base.root)
-
-
 def write_plan(options: RunOptions, layout: qemu.GuestLayout, round_number: int,
                deselect: list[str]) -> None:
     plan = {"mode": options.mode, "keyword": options.keyword, "suites": list(options.suites),
@@ -170,14 +165,18 @@ def write_plan(options: RunOptions, layout: qemu.GuestLayout, round_number: int,
 def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> results.RunReport:
     started = time.monotonic()
     validate(options)
+    # A kernel tree builds for minutes under its own lock, not the whole cache's.
+    built = kernels.build_tree(kernel_request(options), runner)
     with provision.cache_lock(options.cache_dir):
-        provisioned = resolve_kernel(options, runner)
+        provisioned = resolve_kernel(options, runner, built)
         kernel = provisioned.kernel
         options_set = kconfig.parse(kernel.config.read_text()) if not runner.dry_run else {}
         if not runner.dry_run:
             kconfig.require(options_set, kernel.origin)
-        build = guestbuild.build_for_guest(kernel, provisioned.root, options.cache_dir, runner,
-                                           options.module, options.extra_kmods)
+        build = guestbuild.build_for_guest(
+            kernel, provisioned.root, options.cache_dir, runner, options.module,
+            options.extra_kmods, kernelspec.test_hmm_source(options.test_hmm_source)
+            if options.test_hmm_source else None)
         debug = debuginfo.locate(kernel, provisioned.root, build.directory, options.extra_kmods,
                                  options.cache_dir, options.mirror, options.debug_symbols, runner)
     try:
@@ -220,6 +219,7 @@ def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> resul
         kconfig=kconfig.checked_values(options_set), accelerator=accel.accel, mode=options.mode)
     order: list[str] = []
     rounds: list[list[results.TestOutcome]] = []
+    early_deaths: list[Path] = []
     try:
         while True:
             number = len(rounds) + 1
@@ -229,6 +229,16 @@ def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> resul
             spec = vm_spec(number)
             guest = vm.boot(spec, runner, options.run_timeout - (time.monotonic() - started),
                             options.test_timeout, progress.on_event)
+            if not any(e["event"] == "guest-started" for e in guest.events) \
+                    and not guest.timed_out and not early_deaths:
+                # Under TCG a boot very rarely dies before user space (seen: an int3 Oops
+                # while unpacking the initramfs). One more boot tells a flake from a kernel
+                # that cannot boot; the dead boot's console is kept.
+                early_deaths.append(spec.console_log.rename(
+                    spec.console_log.with_name(f"console-early-death-{number}.log")))
+                progress.say(f"the guest died before reaching user space; booting once more "
+                             f"(console kept in {early_deaths[-1].name})")
+                continue
             report.measurements += [e for e in guest.events if e["event"] == "measurement"]
             outcomes, collected = round_outcomes(guest, spec.console_log, options, report,
                                                  first=number == 1)
@@ -285,7 +295,8 @@ def round_outcomes(guest: vm.GuestRun, console_log: Path, options: RunOptions,
     if status == PYTEST_NO_TESTS and first:
         raise UsageError(f"no test matched -k {options.keyword!r} in "
                          f"{' '.join(options.suites)}", "check the -k expression")
-    if status in (PYTEST_INTERNAL_ERROR, PYTEST_USAGE_ERROR):
+    interrupted = status == PYTEST_INTERRUPTED and "test-result" not in kinds
+    if status in (PYTEST_INTERNAL_ERROR, PYTEST_USAGE_ERROR) or interrupted:
         raise GuestSetupError(f"pytest in the guest stopped with exit status {status}:\n"
                               f"{output_tail}", f"see {output_log}")
     if "collected" not in kinds:

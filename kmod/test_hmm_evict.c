@@ -25,7 +25,7 @@
  * Errors:
  *   -EINVAL  the range leaves the address space or is too long, or nothing is selected
  *   -EFAULT  the bitmap cannot be read, or no selected page lies in a mapping
- *   -EBUSY   the range kept changing for longer than HMM_RANGE_DEFAULT_TIMEOUT
+ *   -EBUSY   part of the range kept changing for longer than HMM_RANGE_DEFAULT_TIMEOUT
  *   -ENOMEM
  */
 
@@ -133,12 +133,14 @@ static long dmirror_evict_collect(struct dmirror *dmirror, unsigned long start,
 		ret = hmm_range_fault(&range);
 		mmap_read_unlock(mm);
 		if (ret == -EBUSY) {
+			/* The address space changed meanwhile: this batch again. */
 			if (time_after(jiffies, timeout))
 				return -EBUSY;
 			continue;
 		}
 		if (ret)
 			return ret;
+		timeout = jiffies + msecs_to_jiffies(HMM_RANGE_DEFAULT_TIMEOUT);
 
 		for (i = 0; i < (range.end - range.start) >> PAGE_SHIFT; i++) {
 			unsigned long entry = hmm_pfns[i];
@@ -237,6 +239,20 @@ static void dmirror_evict_alloc_and_copy(const unsigned long *src, unsigned long
 
 		if (!spage || !(src[i] & MIGRATE_PFN_MIGRATE))
 			continue;
+		/*
+		 * The pfns come from a snapshot, so a page may have been freed and
+		 * handed out again since. zone_device_page_init() sets the refcount
+		 * before it takes the page lock, so migrate_device_pfns() can lock a
+		 * page test_hmm is still allocating: not yet anon, its
+		 * zone_device_data still the free list's link instead of the backing
+		 * page, no memcg charge. Copying from it reads device memory, and
+		 * migrating it puts an uncharged folio on the LRU (which spins in
+		 * folio_lruvec_lock_irqsave()). A page in use is anon; leave the rest.
+		 */
+		rpage = BACKING_PAGE(spage);
+		if (!folio_test_anon(page_folio(spage)) || !rpage ||
+		    (is_device_private_page(spage) && is_zone_device_page(rpage)))
+			continue;
 		order = (src[i] & DMIRROR_EVICT_PFN_COMPOUND) ?
 			folio_order(page_folio(spage)) : 0;
 		/* A failed huge allocation leaves the folio on the device, quietly. */
@@ -248,7 +264,6 @@ static void dmirror_evict_alloc_and_copy(const unsigned long *src, unsigned long
 		dst[i] = migrate_pfn(folio_pfn(dfolio)) | (src[i] & MIGRATE_PFN_WRITE);
 		if (order)
 			dst[i] |= DMIRROR_EVICT_PFN_COMPOUND;
-		rpage = BACKING_PAGE(spage);
 		folio_copy(dfolio, page_folio(rpage));
 	}
 }

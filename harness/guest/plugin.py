@@ -7,6 +7,7 @@ with the parameters the host planned) and provides the `variant` fixture the sui
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import select
 import subprocess
@@ -126,6 +127,12 @@ class HarnessReporter:
             self.events.send("setup-error", message=str(error))
             raise pytest.UsageError(str(error)) from error
         self.events.send("module-loaded", params=params, devices=expected_devices(mode))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        # Before -k and --deselect: the C reference runs the twins of the whole suite.
+        with open(protocol.SUITE_FILE, "w") as suite:
+            json.dump([item.nodeid for item in items], suite)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         default = float(self.config.getoption("timeout", 0) or 0)

@@ -12,6 +12,8 @@ from typing import Any
 
 EVENTS_PORT_NAME = "org.hmm_harness.events"
 PLAN_FILE = "/hmm/results/plan.json"
+# Every test the suites hold, written by the plugin for the C reference runner.
+SUITE_FILE = "/tmp/hmm-harness-suite.json"
 GUEST_RESULTS = "/hmm/results"
 MARKER_PREFIX = "hmm-harness:"
 

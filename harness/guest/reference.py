@@ -7,11 +7,13 @@ survives crashes the same way for both.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
 from collections.abc import Iterable
 
+from harness import reference
 from harness.guest import protocol
 
 HMM_TESTS = "/hmm/build/hmm-tests"
@@ -85,13 +87,21 @@ def outcome(output: str, returncode: int, case: str) -> tuple[str, str]:
     return "error", f"hmm-tests printed no result line for {case} (exit status {returncode})"
 
 
+def twins_only(cases: list[str], python_nodeids: list[str]) -> list[str]:
+    """The cases whose Python twin is in the suites being run."""
+    keys = {reference.python_key(n) for n in python_nodeids}
+    return [c for c in cases if reference.c_key(NODEID_PREFIX + c) in keys]
+
+
 def run(events: protocol.EventChannel, mode: str, keyword: str | None,
         deselect: Iterable[str], timeout: float) -> None:
     """Run the selected C cases, sending collected/test-start/test-result events."""
     # The listing goes to stderr; stdout only has diagnostics.
     listing = subprocess.run([HMM_TESTS, "-l"], capture_output=True, text=True)
     skip = set(deselect)
-    cases = [c for c in select(parse_listing(listing.stderr), mode)
+    with open(protocol.SUITE_FILE) as suite:
+        python_nodeids = json.load(suite)
+    cases = [c for c in twins_only(select(parse_listing(listing.stderr), mode), python_nodeids)
              if NODEID_PREFIX + c not in skip and matches_keyword(c, keyword)]
     events.send("collected", nodeids=[NODEID_PREFIX + c for c in cases], source="c-selftest")
     for seq, case in enumerate(cases, start=FIRST_SEQ):

@@ -5,8 +5,10 @@ by harness/kmodext.py when the kernel has migrate_device_pfns()). It names pages
 address plus a selection bitmap; the driver finds the device pages behind them and evicts
 exactly those, whatever chunks they sit in, with no VMA lookup on the migration side. Each
 case checks the data, the snapshot (device-local before, system after) and the device's
-fault counts afterwards. The last two cases drive the stock eviction paths, which use
-migrate_device_range(): releasing a device file and unloading the module.
+fault counts afterwards. The races run bounded loops against CPU faults, migrations, other
+evictions and frees, then check every byte; one control case runs the free race through the
+stock MIGRATE_TO_SYS path instead. The last two cases drive the stock eviction paths, which
+use migrate_device_range(): releasing a device file and unloading the module.
 
 Device reads here only ever touch pages already back in system memory: test_hmm's
 invalidation clears one mirror entry past each invalidated range, and a device read that
@@ -530,7 +532,9 @@ def test_evict_while_the_cpu_faults(evicting: hmm.MirrorDevice, variant: Variant
             # NoEntry: the CPU took a page back before the device read it. Fine.
             with contextlib.suppress(hmm.NoEntry, hmm.Busy):
                 evicting.migrate_to_device(buffer.addr, npages, buffer.mirror_ptr)
-            moved += evict(evicting, buffer, rng.sample(range(npages), npages // 2)).cpages
+            # Busy: the range kept changing for a whole HMM_RANGE_DEFAULT_TIMEOUT.
+            with contextlib.suppress(hmm.Busy):
+                moved += evict(evicting, buffer, rng.sample(range(npages), npages // 2)).cpages
 
         steps = run_for(RACE_SECONDS, step, workers)
         assert steps > 0
@@ -569,13 +573,15 @@ def test_evict_while_migrating(evicting: hmm.MirrorDevice, variant: Variant) -> 
         other_rng = random.Random(2)
 
         def evict_other() -> None:
-            evict(other, buffer, other_rng.sample(range(npages), 16))
+            with contextlib.suppress(hmm.Busy):
+                evict(other, buffer, other_rng.sample(range(npages), 16))
 
         workers.start("other evictor", evict_other)
         rng = random.Random(seed)
 
         def step() -> None:
-            evict(evicting, buffer, rng.sample(range(npages), rng.randint(1, npages)))
+            with contextlib.suppress(hmm.Busy):
+                evict(evicting, buffer, rng.sample(range(npages), rng.randint(1, npages)))
 
         steps = run_for(RACE_SECONDS, step, workers)
         assert steps > 0
@@ -583,6 +589,110 @@ def test_evict_while_migrating(evicting: hmm.MirrorDevice, variant: Variant) -> 
         evicting.evict_pfns(buffer.addr, npages)
         check_places(evicting, buffer, lambda _: Prot.WRITE, f"after {steps} rounds")
         check_memory(buffer, tagged(seed, 0, npages), f"every byte after {steps} rounds")
+
+
+def race_frees(device: hmm.MirrorDevice, buffer: HmmBuffer, seed: int,
+               span: Callable[[random.Random], tuple[int, int]],
+               stock: bool = False) -> None:
+    """Evict random selections while one thread frees ranges `span` picks (MADV_DONTNEED)
+    and another migrates ranges to the device again, reusing the freed device pages: the
+    ioctl's snapshot goes stale before migrate_device_pfns() takes the pages. Afterwards a
+    freed page is empty and every other page holds its data. With `stock`, the main loop
+    migrates `span`s back with MIGRATE_TO_SYS instead: the same race without the ioctl."""
+    npages = buffer.npages
+    dropped: set[int] = set()
+    workers = Workers()
+    with HmmBuffer.anonymous(buffer.size) as scratch:
+        drop_rng, move_rng, rng = random.Random(1), random.Random(2), random.Random(seed)
+
+        def drop() -> None:
+            first, count = span(drop_rng)
+            buffer.madvise(hmm.MADV_DONTNEED, first * PAGE_SIZE, count * PAGE_SIZE)
+            dropped.update(range(first, first + count))
+
+        def move() -> None:
+            first, count = span(move_rng)
+            with contextlib.suppress(hmm.NoEntry, hmm.Busy):
+                device.migrate_to_device(buffer.page(first), count, scratch.mirror_ptr)
+
+        def back() -> None:
+            if stock:
+                first, count = span(rng)
+                device.migrate_to_system(buffer.page(first), count)
+            else:
+                with contextlib.suppress(hmm.Busy):
+                    evict(device, buffer, rng.sample(range(npages), rng.randint(1, npages)))
+
+        workers.start("dropper", drop)
+        workers.start("migrator", move)
+        steps = run_for(RACE_SECONDS, back, workers)
+    assert steps > 0
+
+    if stock:
+        device.migrate_to_system(buffer.addr, npages)
+    else:
+        device.evict_pfns(buffer.addr, npages)
+    back = {Prot.WRITE, Prot.WRITE | Prot.PMD}
+    places = snapshot(device, buffer)
+    wrong = [(p, prot) for p, prot in enumerate(places)
+             if prot not in (back | {Prot.NONE} if p in dropped else back)]
+    assert not wrong, f"after {steps} rounds, pages not back in system memory: {wrong[:4]}"
+    expected = b"".join(bytes(PAGE_SIZE) if p in dropped else tag_page(seed, p)
+                        for p in range(npages))
+    check_memory(buffer, expected, f"every byte after {steps} rounds, "
+                                   f"{len(dropped)} pages freed on the way")
+
+
+def test_evict_while_pages_are_freed(evicting: hmm.MirrorDevice, variant: Variant) -> None:
+    npages, seed = 128, 13
+
+    def span(rng: random.Random) -> tuple[int, int]:
+        first = rng.randrange(npages)
+        return first, rng.randint(1, min(8, npages - first))
+
+    with migrated(evicting, variant, npages, seed) as buffer:
+        race_frees(evicting, buffer, seed, span)
+
+
+def huge_spans(kind: str, count: int, per: int) -> Callable[[random.Random], tuple[int, int]]:
+    """Whole huge pages, or parts of them (which leaves huge folios mapped by PTEs)."""
+    def span(rng: random.Random) -> tuple[int, int]:
+        first = rng.randrange(count) * per
+        if kind == "whole":
+            return first, per
+        offset = rng.randrange(per)
+        return first + offset, rng.randint(1, per - offset)
+    return span
+
+
+WHOLE_THP_FREES = pytest.param("whole", marks=pytest.mark.known_issue(
+    "7.2 hangs: device THPs freed whole (MADV_DONTNEED), migrated to the device again and "
+    "migrated back at the same time leave a device THP without a memcg charge; migrating it "
+    "gives an uncharged new folio, which __migrate_device_finalize() puts on the LRU, where "
+    "folio_lruvec_lock_irqsave() retries forever (soft lockup). The stock MIGRATE_TO_SYS "
+    "path hangs the same way (test_migrate_back_while_huge_pages_are_freed[private-whole]), "
+    "with or without kmod/test_hmm_evict.c in the module", variants=("private",)))
+
+
+@pytest.mark.parametrize("frees", [WHOLE_THP_FREES, "partial"])
+def test_evict_while_huge_pages_are_freed(evicting: hmm.MirrorDevice, variant: Variant,
+                                          thp_size: int, frees: str) -> None:
+    """As above with huge device folios, freed whole or in part, and allocated again by
+    the migrations."""
+    seed, count = 14, 4
+    with migrated_thps(evicting, variant, thp_size, count, seed) as buffer:
+        race_frees(evicting, buffer, seed, huge_spans(frees, count, thp_size // PAGE_SIZE))
+
+
+@pytest.mark.parametrize("frees", [WHOLE_THP_FREES, "partial"])
+def test_migrate_back_while_huge_pages_are_freed(dmirror: hmm.MirrorDevice, variant: Variant,
+                                                 thp_size: int, frees: str) -> None:
+    """The control for the case above: the same race, migrating back with MIGRATE_TO_SYS
+    (migrate_vma_*()) instead of evicting; it needs no extension."""
+    seed, count = 15, 4
+    with migrated_thps(dmirror, variant, thp_size, count, seed) as buffer:
+        race_frees(dmirror, buffer, seed, huge_spans(frees, count, thp_size // PAGE_SIZE),
+                   stock=True)
 
 
 # ---------------------------------------------------------------------------------------

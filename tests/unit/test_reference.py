@@ -26,6 +26,16 @@ def test_listing_of_the_7_2_selftest(cases):
     assert cases[-1] == "hmm2.hmm2_device_coherent.double_map"
 
 
+def test_only_twins_of_the_suites_tests_run(cases):
+    suite = ["tests/guest/test_hmm.py::test_open_close[private]",
+             "tests/guest/test_hmm.py::test_open_close[coherent]",
+             "tests/guest/test_hmm2.py::test_snapshot[private]",
+             "tests/guest/test_evict_pfns.py::test_evict_thp[private]"]
+    assert guest_reference.twins_only(cases, suite) == [
+        "hmm.hmm_device_private.open_close", "hmm.hmm_device_coherent.open_close",
+        "hmm2.hmm2_device_private.snapshot"]
+
+
 def test_mode_selects_variants(cases):
     private = guest_reference.select(cases, "private")
     assert len(private) == 38 and all("_device_private." in c for c in private)
