@@ -15,6 +15,7 @@ CommandRunner.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -267,6 +268,8 @@ def _cleanup(runner: CommandRunner, tree: Path, worktree: Path) -> None:
             runner.run(argv, capture=True, what=what)
         except CommandFailedError as error:
             runner.announce(f"# warning: {error.problem}")
+    with contextlib.suppress(OSError):
+        worktree.parent.rmdir()
 
 
 def text(report: BisectReport) -> str:

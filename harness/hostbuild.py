@@ -90,12 +90,8 @@ def first_line(text: str) -> str:
 
 
 def reference_module(modules_dir: Path) -> Path | None:
-    """A module of the kernel's own build, whose vermagic is what the kernel accepts: 9pnet
-    (Debian's kernels have it as a module), else the first one modules.order lists."""
-    try:
-        return initramfs.find_module(modules_dir, "9pnet")
-    except FileNotFoundError:
-        pass
+    """A module of the kernel's own build, whose vermagic is what the kernel accepts: the
+    first one modules.order lists, else 9pnet (Debian's kernels have it as a module)."""
     order = modules_dir / "modules.order"
     names = order.read_text().split() if order.is_file() else []
     for name in names:
@@ -103,4 +99,7 @@ def reference_module(modules_dir: Path) -> Path | None:
         for suffix in (".ko", ".ko.xz", ".ko.gz"):
             if stem.with_name(stem.name + suffix).is_file():
                 return stem.with_name(stem.name + suffix)
-    return None
+    try:
+        return initramfs.find_module(modules_dir, "9pnet")
+    except FileNotFoundError:
+        return None

@@ -490,7 +490,6 @@ def _explain(name: str, wanted: int, values: Values, model: Model, depth: int,
                 more = f" and {len(selections) - 8} more" if len(selections) > 8 else ""
                 reasons.append(f"it has no prompt a config can set; only `select` sets it, "
                                f"from {selectors}{more}")
-                follow += [s.selector for s in selections[:3]]
             else:
                 reasons.append("it has no prompt a config can set and nothing selects it")
         if not reasons and wanted == 1 and definition.kind == "bool":

@@ -17,6 +17,7 @@ from harness import (
     fragment,
     hostbuild,
     ikconfig,
+    initramfs,
     kconfig,
     kernelspec,
     modinfo,
@@ -214,7 +215,7 @@ def image_config(spec: kernelspec.KernelImage, cache_dir: Path) -> tuple[Path, s
     saved = cache_dir / "images" / hashlib.sha256(data).hexdigest()[:16] / "config"
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(text)
-    return saved, f"the config embedded in {spec.image} (IKCONFIG)"
+    return saved, "its own IKCONFIG"
 
 
 def from_image(spec: kernelspec.KernelImage, default: Kernel, cache_dir: Path,
@@ -225,6 +226,12 @@ def from_image(spec: kernelspec.KernelImage, default: Kernel, cache_dir: Path,
     runner.announce(f"# {image}: release {release}, config from {config_origin}")
     modules_dir = spec.modules_dir.resolve() if spec.modules_dir else image.parent
     options = kconfig.parse(config.read_text())
+    modular = initramfs.modules_to_load(options)
+    if modular and spec.modules_dir is None:
+        raise KernelConfigError(f"{image} has 9p as modules ({', '.join(modular)}), and no "
+                                "--modules-dir says where they are",
+                                "add --modules-dir with the kernel's modules, or build 9p in "
+                                "(CONFIG_NET_9P=y, CONFIG_NET_9P_VIRTIO=y, CONFIG_9P_FS=y)")
     build = modules_dir / "build" if spec.modules_dir else None
     origin = f"kernel image {image} (config: {config_origin})"
     if build is not None and (build / "Module.symvers").is_file():

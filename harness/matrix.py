@@ -119,8 +119,10 @@ def run_matrix(options: run.RunOptions, specs: list[str], runner: CommandRunner,
     for number, column in enumerate(columns, start=1):
         progress.say(f"kernel {number}/{len(columns)}: {column.spec}")
         try:
+            # Each kernel counts its own tests.
             report = run.run(replace(options, kernel=column.spec,
-                                     results_dir=column.results_dir), runner, progress)
+                                     results_dir=column.results_dir), runner,
+                             Progress(progress.stream))
         except HarnessError as error:
             column.error = error.problem.splitlines()[0]
             progress.say(f"{column.spec}: {error.problem}")

@@ -37,6 +37,8 @@ class Kernel:
     origin: str
     # Set for kernels built elsewhere than Debian: their modules are built on the host.
     host_build: hostbuild.HostBuild | None = None
+    # Kernel arguments this kernel needs on top of the harness's own.
+    boot_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

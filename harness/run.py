@@ -198,7 +198,7 @@ def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> resul
         return qemu.VmSpec(
             qemu=options.qemu, accel=accel.accel, cpus=options.cpus,
             memory_mib=layout.memory_mib, kernel_image=kernel.image, initramfs=build.initramfs,
-            kernel_args=(*qemu.BASE_KERNEL_ARGS, *layout.kernel_args,
+            kernel_args=(*qemu.BASE_KERNEL_ARGS, *layout.kernel_args, *kernel.boot_args,
                          *options.extra_kernel_args),
             shares=(qemu.Share("sysroot", provisioned.root),
                     qemu.Share("project", PROJECT_ROOT),
