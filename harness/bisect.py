@@ -212,7 +212,9 @@ def bisect(options: BisectOptions, runner: CommandRunner, progress: Progress) ->
     try:
         state = _bisect_command(runner, worktree, "start", bad, good)
         if runner.dry_run:
-            _run_step(_step_options(options, worktree, "<commit>"), runner, progress)
+            runner.announce(f"# each step, at the commit git bisect checks out in {worktree} "
+                            f"(shown here with {tree} in its place):")
+            _run_step(_step_options(options, tree, "<commit>"), runner, progress)
             return report
         while isinstance(state, Next):
             commit = state.commit

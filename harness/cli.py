@@ -149,8 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "--kernel, point --test-hmm-source into the tree. The bisection runs in a "
                     "worktree under the cache; the checkout is left alone. Prints the first "
                     "bad commit and the log of the tests that failed there. Exit status: 0 "
-                    "when it was found, 125 when it could not be.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "when it was found, 125 when it could not be.")
     bisectp.add_argument("--tree", type=Path, required=True, metavar="PATH",
                          help="the git repository to bisect")
     bisectp.add_argument("--good", required=True, metavar="REV",

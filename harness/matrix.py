@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,7 @@ def status(columns: list[Column]) -> str:
 def run_matrix(options: run.RunOptions, specs: list[str], runner: CommandRunner,
                progress: Progress) -> list[Column]:
     run.prepare_results_dir(options.results_dir)
+    shutil.rmtree(options.results_dir / "guest", ignore_errors=True)  # one per kernel
     (options.results_dir / "results.json").unlink(missing_ok=True)
     columns = columns_for(specs, options.results_dir)
     for column in columns:  # bad specs fail before any kernel runs
