@@ -54,6 +54,16 @@ def tainted() -> int:
         return int(f.read())
 
 
+def assert_mirror_opens(variant) -> None:
+    with MirrorDevice(variant.device_paths[0]) as device:
+        assert device.fd >= 0
+
+
+def assert_fresh_kernel(after: str) -> None:
+    assert not tainted() & (TAINT_WARN | TAINT_DIE | TAINT_SOFTLOCKUP), \
+        f"expected a fresh kernel after {after}"
+
+
 @contextmanager
 def sysctl(path: str, value: str) -> Iterator[None]:
     with open(path) as f:
@@ -84,8 +94,7 @@ def faults() -> Iterator[Faults]:
 
 
 def test_mirror_works_before_any_fault(variant, faults):
-    with MirrorDevice(variant.device_paths[0]) as device:
-        assert device.fd >= 0
+    assert_mirror_opens(variant)
     assert not tainted() & (TAINT_WARN | TAINT_DIE | TAINT_SOFTLOCKUP)
 
 
@@ -95,8 +104,7 @@ def test_warn(faults):
 
 
 def test_mirror_works_after_warn(variant, faults):
-    with MirrorDevice(variant.device_paths[0]) as device:
-        assert device.fd >= 0
+    assert_mirror_opens(variant)
     assert tainted() & TAINT_WARN, "expected the kernel that warned"
 
 
@@ -108,8 +116,7 @@ def test_soft_lockup(faults):
 
 
 def test_mirror_works_after_soft_lockup(variant, faults):
-    with MirrorDevice(variant.device_paths[0]) as device:
-        assert device.fd >= 0
+    assert_mirror_opens(variant)
     assert tainted() & TAINT_SOFTLOCKUP, "expected the kernel that locked up"
 
 
@@ -120,10 +127,8 @@ def test_oops(faults):
 
 
 def test_mirror_works_after_oops(variant, faults):
-    with MirrorDevice(variant.device_paths[0]) as device:
-        assert device.fd >= 0
-    assert not tainted() & (TAINT_WARN | TAINT_DIE | TAINT_SOFTLOCKUP), \
-        "expected a fresh kernel after the Oops"
+    assert_mirror_opens(variant)
+    assert_fresh_kernel(after="the Oops")
 
 
 @pytest.mark.timeout(HANG_TIMEOUT)
@@ -135,7 +140,5 @@ def test_hang(faults):
 
 
 def test_mirror_works_after_hang(variant, faults):
-    with MirrorDevice(variant.device_paths[0]) as device:
-        assert device.fd >= 0
-    assert not tainted() & (TAINT_WARN | TAINT_DIE | TAINT_SOFTLOCKUP), \
-        "expected a fresh kernel after the hang"
+    assert_mirror_opens(variant)
+    assert_fresh_kernel(after="the hang")
