@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,14 +11,17 @@ from typing import NoReturn
 
 from harness import bisect, debian, matrix, run
 from harness.commands import CommandRunner
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, Interrupted, UsageError
 from harness.paths import default_cache_dir
 from harness.progress import Progress, summary
+from harness.results import RunReport
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1
 EXIT_HARNESS = 125  # `git bisect run` skips the commit
-EXIT_INTERRUPTED = 130
+# 128 + the signal: `git bisect run` stops at statuses above 127 instead of judging the commit.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
 # Under TCG the slowest selftest case (benchmark_thp_migration, 128 THPs) takes about 95 s
 # and every other case under 20 s; the benchmark carries its own longer timeout marker.
 DEFAULT_TEST_TIMEOUT = 120
@@ -30,6 +34,12 @@ exit status:
   1    a test failed, crashed or hung, or the kernel reported an error (WARN, Oops, ...)
   125  the harness could not build, boot or run (bad input included); git bisect run
        treats it as 'skip this commit'
+  130  stopped by SIGINT, 143 by SIGTERM: the results of the finished tests are written,
+       the test that was running is 'interrupted'; --resume DIR continues
+
+A test that goes wrong exactly as an entry of known-issues.toml (or --known-issues) says is a
+known-failure: listed, but not failing the run. With --baseline, only regressions against
+the baseline fail it.
 """
 
 
@@ -105,6 +115,17 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
                              "$HMM_HARNESS_CACHE or ~/.cache/hmm-harness)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the commands a run would execute, and execute none")
+    parser.add_argument("--known-issues", type=Path, action="append", default=[],
+                        metavar="FILE",
+                        help="known failures of your own, in the format of the project's "
+                             "known-issues.toml (which always applies); repeatable")
+    parser.add_argument("--strict-known-issues", action="store_true",
+                        help="a known issue whose test now passes (fixed?) fails the run, so "
+                             "the list stays true")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="compare with an earlier run (its results directory or "
+                             "results.json): exit 1 only for regressions, tests that passed "
+                             "there and do not pass here, or new tests that fail")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--suite", action="append", dest="suites", metavar="PATH",
                       help="a suite file or directory under the project, repeatable "
                            f"(default: {' '.join(run.DEFAULT_SUITES)})")
+    runp.add_argument("--repeat", type=int, default=1, metavar="N",
+                      help="run the selection N times in one boot (fresh guests only after a "
+                           "crash or hang), report each test's pass count and list the flaky "
+                           "ones (default: %(default)s)")
+    runp.add_argument("--resume", type=Path, metavar="DIR",
+                      help="continue the run whose results are in DIR (interrupted, killed or "
+                           "crashed) with the options it was started with; finished tests are "
+                           "not run again. Give no other option with it")
     runp.add_argument("--extra-kmod", type=Path, action="append", dest="extra_kmods",
                       metavar="DIR", default=[],
                       help="also build this out-of-tree module directory for the kernel; the "
@@ -165,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from(args: argparse.Namespace) -> run.RunOptions:
+    if getattr(args, "resume", None) is not None:
+        return run.load_options(args.resume.resolve())
     benchmark = args.command == "bench"
     return run.RunOptions(
         results_dir=args.results.resolve(), cache_dir=args.cache_dir or default_cache_dir(),
@@ -178,15 +209,55 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
         extra_kmods=tuple(p.resolve() for p in getattr(args, "extra_kmods", [])),
         debug_symbols=getattr(args, "debug_symbols", False),
         modules_dir=args.modules_dir, test_hmm_source=args.test_hmm_source,
-        debug_kernel=args.debug_kernel, dry_run=args.dry_run)
+        debug_kernel=args.debug_kernel, dry_run=args.dry_run,
+        repeat=getattr(args, "repeat", 1),
+        known_issues=tuple(p.resolve() for p in args.known_issues),
+        strict_known_issues=args.strict_known_issues,
+        baseline=args.baseline.resolve() if args.baseline else None)
+
+
+def explicit_options(argv: Sequence[str]) -> list[str]:
+    """The options given on the command line (for --resume, which takes no other)."""
+    parser = build_parser()
+    for action in _all_actions(parser):
+        action.default = argparse.SUPPRESS
+    return sorted(vars(parser.parse_args(argv)))
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                actions += sub._actions
+    return actions
+
+
+def _raise_interrupted(number: int, frame: object) -> None:
+    raise Interrupted(number, signal.Signals(number).name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    handlers = {number: signal.signal(number, _raise_interrupted)
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
+def _main(argv: list[str]) -> int:
     progress = Progress()
     try:
         args = build_parser().parse_args(argv)
         if args.command not in ("run", "bench", "bisect"):
             raise UsageError("no command given", "try 'python -m harness run --help'")
+        if getattr(args, "resume", None) is not None and \
+                (extra := [o for o in explicit_options(argv) if o not in ("command", "resume")]):
+            raise UsageError(f"--resume takes no other option (given: {', '.join(extra)})",
+                             "the run continues with the options it was started with; give "
+                             "only --resume DIR")
         options = options_from(args)
         runner = CommandRunner(dry_run=options.dry_run)
         if args.command == "bisect":
@@ -199,9 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if error.fix:
             print(f"  fix: {error.fix}", file=sys.stderr)
         return EXIT_HARNESS
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except Interrupted as stop:
+        if isinstance(stop.report, RunReport):
+            progress.say(summary(stop.report))
+        print(f"stopped by {stop.signal_name}; the finished tests' results are written"
+              + (f": continue with --resume {options.results_dir}" if "options" in locals()
+                 else ""), file=sys.stderr)
+        return 128 + stop.signal_number
     if options.dry_run:
         return EXIT_PASSED
     progress.say(summary(report))

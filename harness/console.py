@@ -21,9 +21,29 @@ KERNEL_ERROR_PATTERNS = tuple(re.compile(p) for p in (
     r"^INFO: task .+ blocked for more than \d+ seconds",
     r"^watchdog: BUG: soft lockup",
     r"^Watchdog detected hard LOCKUP",
-    r"^rcu: INFO: .*detected stalls",
+    r"^rcu: INFO: .*detected stalls?\b",
     r"^list_(add|del) corruption",
 ))
+
+
+# Reports of a CPU or task that stopped making progress: the host does not wait for the
+# test's timeout once one of these is printed inside it.
+HANG_REPORT_PATTERNS = tuple(re.compile(p) for p in (
+    r"^INFO: task .+ blocked for more than \d+ seconds",
+    r"^watchdog: BUG: soft lockup",
+    r"^Watchdog detected hard LOCKUP",
+    r"^rcu: INFO: .*detected stalls?\b",
+))
+
+
+def is_hang_report(line: str) -> bool:
+    return any(p.search(line) for p in HANG_REPORT_PATTERNS)
+
+
+def marker(line: str) -> tuple[str, str] | None:
+    """('begin' or 'end', nodeid) for a test marker line."""
+    match = _MARKER.search(line)
+    return (match.group(1), match.group(3)) if match else None
 
 
 @dataclass

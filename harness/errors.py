@@ -44,3 +44,15 @@ class GuestSetupError(HarnessError):
 
 class LostVMError(HarnessError):
     """The guest ended without reporting a status."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the harness. Not a HarnessError: the run did not fail to
+    start, it was cancelled, and the exit status says so (128 + the signal's number)."""
+
+    def __init__(self, signal_number: int, signal_name: str) -> None:
+        self.signal_number = signal_number
+        self.signal_name = signal_name
+        # The run's results as written when it stopped, if it got that far.
+        self.report: object | None = None
+        super().__init__(f"stopped by {signal_name}")

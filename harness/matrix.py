@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness import kernelspec, run
+from harness import compare, kernelspec, run
 from harness.commands import CommandRunner
 from harness.errors import HarnessError, UsageError
 from harness.progress import Progress, summary
@@ -61,9 +61,12 @@ def test_order(columns: list[Column]) -> list[str]:
 
 
 def changed(nodeid: str, columns: list[Column]) -> bool:
-    """Whether the test's outcome differs between kernels that ran."""
-    seen = {c.outcomes.get(nodeid, "absent") for c in columns if not c.error}
-    return len(seen) > 1
+    """Whether the test's outcome differs between kernels that ran: each kernel is compared
+    with the first that ran, as --baseline compares two runs."""
+    ran = [c for c in columns if not c.error]
+    return any(row.before != row.after
+               for c in ran[1:]
+               for row in compare.compare(ran[0].outcomes, c.outcomes) if row.nodeid == nodeid)
 
 
 def table(columns: list[Column]) -> str:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from harness import (
     bench,
+    compare,
     console,
     debian,
     debuginfo,
@@ -19,6 +23,7 @@ from harness import (
     kconfig,
     kernels,
     kernelspec,
+    knownissues,
     provision,
     qemu,
     reference,
@@ -29,6 +34,7 @@ from harness.commands import CommandRunner, require_tool
 from harness.errors import (
     CommandFailedError,
     GuestSetupError,
+    Interrupted,
     KernelNotFoundError,
     LostVMError,
     MissingToolError,
@@ -69,22 +75,40 @@ class RunOptions:
     modules_dir: Path | None = None  # with a bzImage --kernel
     test_hmm_source: Path | None = None
     debug_kernel: bool = False  # --debug: vm-images/kconfig/debug.config for source trees
+    repeat: int = 1  # every selected test this many times, in one boot where possible
+    known_issues: tuple[Path, ...] = ()  # the user's files, besides the project's own
+    strict_known_issues: bool = False
+    baseline: Path | None = None  # an earlier results directory or its results.json
+    resume: bool = False  # continue the run in results_dir
+
+
+OPTIONS_FILE = "run-options.json"
 
 
 def validate(options: RunOptions) -> None:
-    """Checks that need no download, so bad input fails in a second."""
+    """Checks that need no download and change nothing, so bad input fails in a second."""
+    if options.test_timeout <= 0:
+        raise UsageError(f"--test-timeout {options.test_timeout} is not a positive number of "
+                         "seconds", "give each test at least a second, e.g. --test-timeout 120")
+    if options.repeat < 1:
+        raise UsageError(f"--repeat {options.repeat}: a selection runs at least once",
+                         "give --repeat 1 or more")
+    if options.repeat > 1 and options.reference:
+        raise UsageError("--repeat and --reference do not go together: the C selftest runs "
+                         "each case once", "drop one of them")
+    if options.keyword is not None and (problem := keyword_problem(options.keyword)):
+        raise UsageError(f"-k {options.keyword!r} is not a pytest -k expression: {problem}",
+                         "write it as pytest -k takes it, e.g. -k 'migrate and not huge'")
     if options.mode not in MODES:
         raise UsageError(f"unknown --mode '{options.mode}'",
                          f"use one of: {', '.join(MODES)}")
     if options.mode != "private" and options.memory_mib and \
-            (problem := qemu.coherent_memory_problem(options.memory_mib)):
-        raise UsageError(f"--mode {options.mode} with --memory {options.memory_mib}: {problem}",
+            (memory := qemu.coherent_memory_problem(options.memory_mib)):
+        raise UsageError(f"--mode {options.mode} with --memory {options.memory_mib}: {memory}",
                          "give the guest more memory (the default for coherent modes is "
                          f"{qemu.DEFAULT_MEMORY_MIB[True]} MiB), or use --mode private")
     if options.accel not in ("auto", "kvm", "tcg"):
         raise UsageError(f"unknown --accel '{options.accel}'", "use auto, kvm or tcg")
-    prepare_results_dir(options.results_dir)
-    clean_results(options.results_dir)
     require_qemu(options.qemu)
     if options.module is not None and not options.module.is_file():
         raise UsageError(f"--module {options.module} is not a file",
@@ -103,6 +127,69 @@ def validate(options: RunOptions) -> None:
         if not (PROJECT_ROOT / suite).exists():
             raise UsageError(f"suite '{suite}' does not exist under {PROJECT_ROOT}",
                              "name a file or directory under tests/guest")
+
+
+def keyword_problem(expression: str) -> str:
+    """Why pytest would refuse this -k expression, or "" (pytest's own parser decides)."""
+    from _pytest.mark import expression as grammar
+
+    # pytest 8 raises its own ParseError, pytest 9 a SyntaxError.
+    refusals = (SyntaxError, getattr(grammar, "ParseError", SyntaxError))
+    try:
+        grammar.Expression.compile(expression)
+    except refusals as error:
+        return str(error.msg if isinstance(error, SyntaxError) else error)
+    return ""
+
+
+def known_issue_files(options: RunOptions) -> tuple[Path, ...]:
+    return (knownissues.PROJECT_FILE, *options.known_issues)
+
+
+def save_options(options: RunOptions) -> None:
+    """What --resume needs to continue this run as it was started."""
+    data = {f.name: getattr(options, f.name) for f in fields(options)}
+    (options.results_dir / OPTIONS_FILE).write_text(json.dumps(data, indent=2, default=str))
+
+
+def load_options(results_dir: Path) -> RunOptions:
+    path = results_dir / OPTIONS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--resume {results_dir}: no run to continue there ({path} cannot "
+                         "be read)", "give --resume the results directory of a run this "
+                         "harness started") from error
+    paths = {"results_dir", "cache_dir", "module", "modules_dir", "test_hmm_source",
+             "baseline"}
+    values: dict[str, Any] = {}
+    for f in fields(RunOptions):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if f.name in paths:
+            value = Path(value) if value is not None else None
+        elif f.name in ("extra_kmods", "known_issues"):
+            value = tuple(Path(v) for v in value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
+    return RunOptions(**values | {"results_dir": results_dir, "resume": True})
+
+
+def previous_results(results_dir: Path) -> results.RunReport | None:
+    """The results a --resume continues, with known failures back to what happened."""
+    try:
+        data = json.loads((results_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    report = results.from_json(data)
+    for test in report.tests:
+        if test.outcome == knownissues.KNOWN_FAILURE:
+            test.outcome = test.actual_outcome
+        test.actual_outcome = test.known_issue = test.known_issue_id = ""
+        test.known_issue_state = ""
+    return report
 
 
 def require_qemu(qemu_binary: str) -> None:
@@ -158,13 +245,25 @@ def write_plan(options: RunOptions, layout: qemu.GuestLayout, round_number: int,
                deselect: list[str]) -> None:
     plan = {"mode": options.mode, "keyword": options.keyword, "suites": list(options.suites),
             "module_params": list(layout.module_params), "test_timeout": options.test_timeout,
-            "round": round_number, "deselect": deselect, "reference": options.reference}
+            "round": round_number, "deselect": deselect, "reference": options.reference,
+            "repeat": options.repeat}
     (options.results_dir / "guest" / "plan.json").write_text(json.dumps(plan, indent=2))
 
 
-def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> results.RunReport:
-    started = time.monotonic()
-    validate(options)
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a boot needs, built or found in the cache."""
+
+    kernel: provision.Kernel
+    root: Path
+    build: guestbuild.GuestBuild
+    debug: debuginfo.DebugInfo
+    accel: vm.AccelChoice
+    options_set: dict[str, str]
+
+
+def prepare(options: RunOptions, runner: CommandRunner, progress: Progress) -> Prepared:
+    """The kernel, the guest root, test_hmm and the guest's userspace, ready to boot."""
     # A kernel tree builds for minutes under its own lock, not the whole cache's.
     built = kernels.build_tree(kernel_request(options), runner)
     with provision.cache_lock(options.cache_dir):
@@ -189,87 +288,211 @@ def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> resul
                      f"{error.problem.splitlines()[-1]}")
     accel = vm.choose_accel(options.accel, options.qemu, kernel.image, options.cache_dir, runner)
     progress.say(f"kernel: {kernel.origin}; accelerator: {accel.accel} ({accel.reason})")
+    return Prepared(kernel, provisioned.root, build, debug, accel, options_set)
+
+
+class NextBoot(StrEnum):
+    RETRY = "retry"  # the same boot again: it died before user space
+    CONTINUE = "continue"  # a fresh guest for the tests still to run
+    STOP = "stop"
+
+
+def next_boot(reached_user_space: bool, timed_out: bool, early_deaths: int,
+              remaining: int, progressed: bool) -> NextBoot:
+    """What to do after a guest ended. Under TCG a boot very rarely dies before user space
+    (seen: an int3 Oops while unpacking the initramfs): one more boot tells such a flake from
+    a kernel that cannot boot."""
+    if not reached_user_space and not timed_out and early_deaths == 0:
+        return NextBoot.RETRY
+    if reached_user_space and remaining and progressed and not timed_out:
+        return NextBoot.CONTINUE
+    return NextBoot.STOP
+
+
+def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> results.RunReport:
+    started = time.monotonic()
+    validate(options)
+    issues = knownissues.load(known_issue_files(options))
+    baseline = compare.load_outcomes(options.baseline) if options.baseline else None
+    previous = previous_results(options.results_dir) if options.resume else None
+    prepare_results_dir(options.results_dir)
+    if previous is None:
+        clean_results(options.results_dir)
+    save_options(options)
+    prepared = prepare(options, runner, progress)
     layout = qemu.guest_layout(coherent=options.mode != "private",
                                memory_mib=options.memory_mib)
-    monitor_dir = Path(tempfile.mkdtemp(prefix="hmm-harness-"))
+    session = Session(options, prepared, layout, issues, baseline, progress, previous)
+    if runner.dry_run:
+        write_plan(options, layout, 1, [])
+        vm.boot(session.vm_spec(1), runner, options.run_timeout, options.test_timeout,
+                progress.on_event)
+        return session.report
+    try:
+        session.boot_until_done(runner, started)
+    except Interrupted as stop:
+        session.stop(stop.signal_name)
+        stop.report = session.report
+        raise
+    finally:
+        shutil.rmtree(session.monitor_dir, ignore_errors=True)
+    return session.finish(runner, started)
 
-    def vm_spec(round_number: int) -> qemu.VmSpec:
-        suffix = "" if round_number == 1 else f"-{round_number}"
+
+class Session:
+    """The boots of one run and what they reported so far, written to the results directory
+    after every test so that a killed harness loses nothing finished."""
+
+    def __init__(self, options: RunOptions, prepared: Prepared, layout: qemu.GuestLayout,
+                 issues: list[knownissues.KnownIssue], baseline: dict[str, str] | None,
+                 progress: Progress, previous: results.RunReport | None) -> None:
+        self.options, self.prepared, self.layout = options, prepared, layout
+        self.issues, self.baseline, self.progress = issues, baseline, progress
+        kernel = prepared.kernel
+        self.kernel_facts = knownissues.KernelFacts(kernel.release, kernel.origin,
+                                                    prepared.options_set)
+        self.report = results.RunReport(
+            tests=[], kernel={"release": kernel.release, "origin": kernel.origin,
+                              "image": str(kernel.image)},
+            kconfig=kconfig.checked_values(prepared.options_set),
+            accelerator=prepared.accel.accel, mode=options.mode,
+            strict_known_issues=options.strict_known_issues,
+            baseline=str(options.baseline or ""))
+        self.order: list[str] = []
+        self.rounds: list[list[results.TestOutcome]] = []
+        if previous is not None:
+            self.order = [t.nodeid for t in previous.tests + previous.c_selftest]
+            self.rounds = [[t for t in previous.tests + previous.c_selftest
+                            if t.outcome not in results.UNFINISHED]]
+            self.report.boots = previous.boots
+            self.report.session_kernel_errors = previous.session_kernel_errors
+            self.report.session_kernel_log = previous.session_kernel_log
+            self.report.measurements = previous.measurements
+        self.early_deaths: list[Path] = []
+        self.monitor_dir = Path(tempfile.mkdtemp(prefix="hmm-harness-"))
+        self.current_events: list[dict[str, Any]] = []
+        self.current_console: Path | None = None
+
+    def vm_spec(self, boot_number: int) -> qemu.VmSpec:
+        options, prepared = self.options, self.prepared
+        suffix = "" if boot_number == 1 else f"-{boot_number}"
         return qemu.VmSpec(
-            qemu=options.qemu, accel=accel.accel, cpus=options.cpus,
-            memory_mib=layout.memory_mib, kernel_image=kernel.image, initramfs=build.initramfs,
-            kernel_args=(*qemu.BASE_KERNEL_ARGS, *layout.kernel_args, *kernel.boot_args,
-                         *options.extra_kernel_args),
-            shares=(qemu.Share("sysroot", provisioned.root),
+            qemu=options.qemu, accel=prepared.accel.accel, cpus=options.cpus,
+            memory_mib=self.layout.memory_mib, kernel_image=prepared.kernel.image,
+            initramfs=prepared.build.initramfs,
+            kernel_args=(*qemu.BASE_KERNEL_ARGS, *self.layout.kernel_args,
+                         *prepared.kernel.boot_args, *options.extra_kernel_args),
+            shares=(qemu.Share("sysroot", prepared.root),
                     qemu.Share("project", PROJECT_ROOT),
-                    qemu.Share("build", build.directory),
+                    qemu.Share("build", prepared.build.directory),
                     qemu.Share("results", options.results_dir / "guest", read_only=False)),
             console_log=options.results_dir / f"console{suffix}.log",
             events_log=options.results_dir / f"events{suffix}.jsonl",
-            monitor_socket=monitor_dir / "monitor.sock")
+            monitor_socket=self.monitor_dir / "monitor.sock")
 
-    if runner.dry_run:
-        write_plan(options, layout, 1, [])
-        vm.boot(vm_spec(1), runner, options.run_timeout, options.test_timeout, progress.on_event)
-        return results.RunReport(tests=[], kernel={"release": kernel.release}, kconfig={},
-                                 accelerator=accel.accel, mode=options.mode)
-    report = results.RunReport(
-        tests=[], kernel={"release": kernel.release, "origin": kernel.origin,
-                          "image": str(kernel.image)},
-        kconfig=kconfig.checked_values(options_set), accelerator=accel.accel, mode=options.mode)
-    order: list[str] = []
-    rounds: list[list[results.TestOutcome]] = []
-    early_deaths: list[Path] = []
-    try:
+    def on_event(self, event: dict[str, Any]) -> None:
+        self.progress.on_event(event)
+        self.current_events.append(event)
+        if event.get("event") == "collected":
+            self.order += [n for n in event["nodeids"] if n not in self.order]
+        if event.get("event") in ("collected", "test-result"):
+            self.checkpoint()
+
+    def boot_until_done(self, runner: CommandRunner, started: float) -> None:
+        options = self.options
+        if self.order and not results.still_to_run(self.order, self.rounds):
+            return  # a --resume of a run that had finished every test
+        first_boot_of_run = not self.order
         while True:
-            number = len(rounds) + 1
-            deselect = [t.nodeid for outcomes in rounds for t in outcomes
-                        if t.outcome != "not-run"]
-            write_plan(options, layout, number, deselect)
-            spec = vm_spec(number)
+            number = self.report.boots + 1
+            deselect = [t.nodeid for outcomes in self.rounds for t in outcomes
+                        if t.outcome not in results.UNFINISHED]
+            write_plan(options, self.layout, number, deselect)
+            spec = self.vm_spec(number)
+            self.current_events, self.current_console = [], spec.console_log
             guest = vm.boot(spec, runner, options.run_timeout - (time.monotonic() - started),
-                            options.test_timeout, progress.on_event)
-            if not any(e["event"] == "guest-started" for e in guest.events) \
-                    and not guest.timed_out and not early_deaths:
-                # Under TCG a boot very rarely dies before user space (seen: an int3 Oops
-                # while unpacking the initramfs). One more boot tells a flake from a kernel
-                # that cannot boot; the dead boot's console is kept.
-                early_deaths.append(spec.console_log.rename(
+                            options.test_timeout, self.on_event)
+            self.current_console = None
+            self.report.boots = number
+            reached = any(e["event"] == "guest-started" for e in guest.events)
+            if not reached and next_boot(reached, guest.timed_out, len(self.early_deaths), 0,
+                                         False) is NextBoot.RETRY:
+                self.early_deaths.append(spec.console_log.rename(
                     spec.console_log.with_name(f"console-early-death-{number}.log")))
-                progress.say(f"the guest died before reaching user space; booting once more "
-                             f"(console kept in {early_deaths[-1].name})")
+                self.progress.say(f"the guest died before reaching user space; booting once "
+                                  f"more (console kept in {self.early_deaths[-1].name})")
                 continue
-            report.measurements += [e for e in guest.events if e["event"] == "measurement"]
-            outcomes, collected = round_outcomes(guest, spec.console_log, options, report,
-                                                 first=number == 1)
-            order += [nodeid for nodeid in collected if nodeid not in order]
-            rounds.append(outcomes)
-            remaining = results.still_to_run(order, rounds)
-            progressed = any(t.outcome != "not-run" for t in outcomes)
-            if not remaining or guest.timed_out or not progressed:
-                break
+            self.report.measurements += [e for e in guest.events
+                                         if e["event"] == "measurement"]
+            outcomes, collected = round_outcomes(guest, spec.console_log, options, self.report,
+                                                 first=first_boot_of_run)
+            first_boot_of_run = False
+            self.order += [nodeid for nodeid in collected if nodeid not in self.order]
+            self.rounds.append(outcomes)
+            remaining = results.still_to_run(self.order, self.rounds)
+            progressed = any(t.outcome not in results.UNFINISHED for t in outcomes)
+            self.checkpoint()
+            if next_boot(reached, guest.timed_out, len(self.early_deaths), len(remaining),
+                         progressed) is not NextBoot.CONTINUE:
+                return
             broken = ", ".join(f"{t.outcome}: {t.nodeid}" for t in outcomes
                                if t.outcome in ("crashed", "hung"))
-            progress.say(f"{broken or 'the guest died between tests'}; booting a fresh guest "
-                         f"for the {len(remaining)} remaining tests")
-    finally:
-        shutil.rmtree(monitor_dir, ignore_errors=True)
-    report.tests, report.c_selftest = reference.split(results.combine(order, rounds))
-    debuginfo.decode(report.tests, debug, runner)
-    report.symbols = debug.describe()
-    if options.reference:
-        rows = reference.compare(report.tests, report.c_selftest)
-        report.reference = [asdict(row) | {"agree": row.agree} for row in rows]
-        progress.say("the kernel's C selftest beside the Python suites, same guest:\n"
-                     + reference.table(rows))
-    if options.benchmark:
-        variants = [m for m in ("private", "coherent") if options.mode in (m, "all")]
-        text, report.benchmark = bench.summarize(report.measurements, report.c_selftest,
-                                                 variants)
-        progress.say(text)
-    report.wall_seconds = time.monotonic() - started
-    write_reports(report, options.results_dir)
-    return report
+            self.progress.say(f"{broken or 'the guest died between tests'}; booting a fresh "
+                              f"guest for the {len(remaining)} remaining tests")
+
+    def outcomes_so_far(self, in_progress: str) -> list[results.TestOutcome]:
+        rounds = list(self.rounds)
+        if self.current_console is not None and self.current_events:
+            text = self.current_console.read_text(errors="replace") \
+                if self.current_console.exists() else ""
+            rounds.append(results.merge(self.current_events, console.parse(text),
+                                        in_progress=in_progress))
+        return results.combine(self.order, rounds)
+
+    def assemble(self, outcomes: list[results.TestOutcome]) -> None:
+        """Known issues, repetitions and the baseline, applied to a copy of the outcomes."""
+        report = self.report
+        report.tests, report.c_selftest = reference.split(copy.deepcopy(outcomes))
+        knownissues.apply(report.tests, self.issues, self.kernel_facts)
+        if self.options.repeat > 1:
+            report.repeats, report.flaky = results.repetitions(report.tests)
+        if self.baseline is not None:
+            now = {t.nodeid: t.actual_outcome or t.outcome for t in report.tests}
+            report.baseline_changes = [asdict(row) for row in
+                                       compare.compare(self.baseline, now)]
+
+    def checkpoint(self) -> None:
+        self.assemble(self.outcomes_so_far(in_progress="not-run"))
+        write_reports(self.report, self.options.results_dir)
+
+    def stop(self, signal_name: str) -> None:
+        self.report.interrupted = signal_name
+        self.assemble(self.outcomes_so_far(in_progress="interrupted"))
+        write_reports(self.report, self.options.results_dir)
+
+    def finish(self, runner: CommandRunner, started: float) -> results.RunReport:
+        report, options = self.report, self.options
+        self.assemble(results.combine(self.order, self.rounds))
+        debuginfo.decode(report.tests, self.prepared.debug, runner)
+        report.symbols = self.prepared.debug.describe()
+        if options.reference:
+            rows = reference.compare(report.tests, report.c_selftest)
+            report.reference = [asdict(row) | {"agree": row.agree} for row in rows]
+            self.progress.say("the kernel's C selftest beside the Python suites, same guest:\n"
+                              + reference.table(rows))
+        if options.benchmark:
+            variants = [m for m in ("private", "coherent") if options.mode in (m, "all")]
+            text, report.benchmark = bench.summarize(report.measurements, report.c_selftest,
+                                                     variants)
+            self.progress.say(text)
+        if self.baseline is not None:
+            self.progress.say(f"compared with the baseline {options.baseline}:\n"
+                              + compare.table([compare.Row(**c)
+                                               for c in report.baseline_changes]))
+        report.wall_seconds = time.monotonic() - started
+        report.finished = True
+        write_reports(report, options.results_dir)
+        return report
 
 
 def round_outcomes(guest: vm.GuestRun, console_log: Path, options: RunOptions,
@@ -317,17 +540,30 @@ def round_outcomes(guest: vm.GuestRun, console_log: Path, options: RunOptions,
     if guest.timed_out:
         report.problems.append(f"the whole run outlived --run-timeout {options.run_timeout}s; "
                                f"the guest was killed (console: {console_log.name})")
-    return results.merge(events, log, guest.hung_nodeid), collected
+    return results.merge(events, log, guest.hung_nodeid, guest.hung_reason), collected
 
 
 def write_reports(report: results.RunReport, results_dir: Path) -> None:
-    (results_dir / "results.json").write_text(json.dumps(results.to_json(report), indent=2))
-    (results_dir / "junit.xml").write_text(results.to_junit(report))
+    """Each file is replaced whole, so a reader (or a killed harness) never sees half a
+    file."""
+    write_atomically(results_dir / "results.json", json.dumps(results.to_json(report),
+                                                              indent=2))
+    write_atomically(results_dir / "junit.xml", results.to_junit(report))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
 
 
 def clean_results(results_dir: Path) -> None:
     """Results of an earlier run in the same directory must not pass for this run's."""
-    for pattern in ("results.json", "junit.xml", "console*.log", "events*.jsonl"):
+    for pattern in ("results.json", "junit.xml", "console*.log", "events*.jsonl",
+                    OPTIONS_FILE):
         for path in results_dir.glob(pattern):
             path.unlink()
     shutil.rmtree(results_dir / "guest", ignore_errors=True)

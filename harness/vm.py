@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import qemu
+from harness import console, qemu
 from harness.commands import CommandRunner, format_command
 
 KVM_PROBE_SECONDS = 30.0
@@ -91,46 +91,72 @@ class GuestRun:
     timed_out: bool
     wall_seconds: float
     events: list[dict[str, Any]]
-    # The test the host watchdog gave up on: it outlived its timeout inside the kernel.
+    # The test the host gave up on: the kernel reported it stuck, or it outlived its timeout.
     hung_nodeid: str | None = None
+    hung_reason: str = ""
 
 
 # The guest's own pytest-timeout fires first; the host steps in only when the test is stuck
 # where a signal cannot reach it (uninterruptible sleep, a livelock in the kernel).
 HANG_GRACE_SECONDS = 60.0
+# After the kernel itself reports a lockup, a stall or a hung task in the running test, the
+# test gets this long to finish before it is declared hung: a spin that ends by itself (the
+# detectors report after 2 x watchdog_thresh) stays a kernel-error.
+KERNEL_HANG_GRACE_SECONDS = 5.0
+# The dumps are complete once the console has been quiet this long (at most TASK_DUMP_SECONDS).
+TASK_DUMP_QUIET_SECONDS = 1.5
 TASK_DUMP_SECONDS = 8.0
 # sysrq-w lists blocked (D state) tasks, sysrq-t every task, sysrq-l the CPUs' backtraces.
 TASK_DUMP_KEYS = ("w", "l", "t")
 
 
 class Watchdog:
-    """Tracks the running test's deadline from the events."""
+    """Tracks the running test's deadline from the events and the console."""
 
     def __init__(self, default_timeout: float) -> None:
         self.default_timeout = default_timeout
         self.current: str | None = None
         self.deadline = float("inf")
+        self.reason = ""
 
     def observe(self, event: dict[str, Any], now: float) -> None:
         if event.get("event") == "test-start":
             self.current = event["nodeid"]
             timeout = float(event.get("timeout") or self.default_timeout)
             self.deadline = now + timeout + HANG_GRACE_SECONDS
+            self.reason = f"the test outlived its timeout ({timeout:.0f} s) inside the kernel"
         elif event.get("event") == "test-result":
-            self.current, self.deadline = None, float("inf")
+            self.current, self.deadline, self.reason = None, float("inf"), ""
+
+    def kernel_reported_hang(self, console_test: str | None, report: str, now: float) -> None:
+        """A lockup, stall or hung-task report printed inside the running test's markers."""
+        if self.current is None or console_test != self.current:
+            return
+        if now + KERNEL_HANG_GRACE_SECONDS < self.deadline:
+            self.deadline = now + KERNEL_HANG_GRACE_SECONDS
+            self.reason = (f"the kernel reported '{report}' and the test did not finish within "
+                           f"{KERNEL_HANG_GRACE_SECONDS:.0f} s")
 
     def expired(self, now: float) -> bool:
         return self.current is not None and now > self.deadline
 
 
-def request_task_dump(monitor_socket: Path) -> None:
-    """Ask the guest kernel for task dumps through QEMU's monitor (sysrq on the keyboard)."""
+def request_task_dump(monitor_socket: Path, console: ConsoleFollower) -> None:
+    """Ask the guest kernel for task dumps through QEMU's monitor (sysrq on the keyboard),
+    and wait until the console has printed them."""
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as monitor:
         monitor.settimeout(5)
         monitor.connect(str(monitor_socket))
         for key in TASK_DUMP_KEYS:
             monitor.sendall(f"sendkey alt-sysrq-{key}\n".encode())
-            time.sleep(1.0)
+            time.sleep(0.3)
+    started = quiet_since = time.monotonic()
+    while time.monotonic() - started < TASK_DUMP_SECONDS:
+        time.sleep(0.25)
+        if console.grew():
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > TASK_DUMP_QUIET_SECONDS:
+            return
 
 
 class EventFollower:
@@ -141,7 +167,7 @@ class EventFollower:
         self.offset = 0
         self.partial = b""
 
-    def poll(self) -> list[dict[str, Any]]:
+    def lines(self) -> list[bytes]:
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
@@ -149,10 +175,12 @@ class EventFollower:
         except FileNotFoundError:
             return []
         self.offset += len(chunk)
-        data = self.partial + chunk
-        *lines, self.partial = data.split(b"\n")
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        return lines
+
+    def poll(self) -> list[dict[str, Any]]:
         events = []
-        for line in lines:
+        for line in self.lines():
             with contextlib.suppress(ValueError):
                 event = json.loads(line)
                 if isinstance(event, dict):
@@ -160,23 +188,50 @@ class EventFollower:
         return events
 
 
+class ConsoleFollower(EventFollower):
+    """Follows the console file: which test's markers it is inside, and the kernel's own
+    reports of a task or CPU that stopped making progress."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.open_test: str | None = None
+
+    def poll_hang_reports(self) -> list[tuple[str | None, str]]:
+        reports = []
+        for raw in self.lines():
+            line = console.strip_timestamp(raw.decode(errors="replace").rstrip())
+            if (marker := console.marker(line)) is not None:
+                kind, nodeid = marker
+                self.open_test = nodeid if kind == "begin" else None
+            elif console.is_hang_report(line):
+                reports.append((self.open_test, line))
+        return reports
+
+    def grew(self) -> bool:
+        before = self.offset
+        self.poll_hang_reports()
+        return self.offset != before
+
+
 def boot(spec: qemu.VmSpec, runner: CommandRunner, timeout: float, test_timeout: float,
          on_event: Callable[[dict[str, Any]], None]) -> GuestRun:
     for path in (spec.console_log, spec.events_log):
         path.unlink(missing_ok=True)
-    # QEMU dies with the harness, so an interrupted run leaves no guest behind.
+    # QEMU dies with the harness, so a killed run leaves no guest behind.
     argv = ["setpriv", "--pdeathsig", "KILL", *qemu.build_argv(spec)]
     runner.announce(format_command(argv))
     start = time.monotonic()
     if runner.dry_run:
         return GuestRun(returncode=0, timed_out=False, wall_seconds=0.0, events=[])
     follower = EventFollower(spec.events_log)
+    console_follower = ConsoleFollower(spec.console_log)
     watchdog = Watchdog(test_timeout)
     events: list[dict[str, Any]] = []
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     timed_out = False
     hung: str | None = None
+    reason = ""
 
     def take_events() -> None:
         for event in follower.poll():
@@ -184,25 +239,30 @@ def boot(spec: qemu.VmSpec, runner: CommandRunner, timeout: float, test_timeout:
             watchdog.observe(event, time.monotonic())
             on_event(event)
 
-    while proc.poll() is None:
-        take_events()
-        now = time.monotonic()
-        if watchdog.expired(now):
-            hung = watchdog.current
-            on_event({"event": "host-watchdog", "nodeid": hung})
-            request_task_dump(spec.monitor_socket)
-            time.sleep(TASK_DUMP_SECONDS)
+    try:
+        while proc.poll() is None:
+            take_events()
+            now = time.monotonic()
+            for test, report in console_follower.poll_hang_reports():
+                watchdog.kernel_reported_hang(test, report, now)
+            if watchdog.expired(now):
+                hung, reason = watchdog.current, watchdog.reason
+                on_event({"event": "host-watchdog", "nodeid": hung, "reason": reason})
+                request_task_dump(spec.monitor_socket, console_follower)
+                break
+            if now - start > timeout:
+                timed_out = True
+                break
+            time.sleep(0.2)
+    finally:
+        # Also when the harness itself is interrupted: no guest outlives its run.
+        if proc.poll() is None:
             proc.kill()
-            break
-        if now - start > timeout:
-            timed_out = True
-            proc.kill()
-            break
-        time.sleep(0.2)
-    proc.wait()
+        proc.wait()
     take_events()
     stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if stderr.strip():
         events.append({"event": "qemu-stderr", "text": stderr.strip()[-4000:]})
     return GuestRun(returncode=proc.returncode, timed_out=timed_out,
-                    wall_seconds=time.monotonic() - start, events=events, hung_nodeid=hung)
+                    wall_seconds=time.monotonic() - start, events=events, hung_nodeid=hung,
+                    hung_reason=reason)

@@ -20,6 +20,12 @@ KERNEL_SETTINGS = {
     "/proc/sys/kernel/sysrq": "1",
     # A task stuck in D state is reported well before the host's watchdog gives up.
     "/proc/sys/kernel/hung_task_timeout_secs": "30",
+    # migrate_vma_setup() skips pages that compaction holds isolated at that moment, and
+    # test_hmm reports such a partial migration as ENOENT. Background compaction (proactive,
+    # or khugepaged's while it allocates THPs) is noise the suites do not test: it made the
+    # THP benchmark and the evict cases fail now and then.
+    "/proc/sys/vm/compaction_proactiveness": "0",
+    "/sys/kernel/mm/transparent_hugepage/khugepaged/defrag": "0",
 }
 
 
@@ -42,6 +48,8 @@ def pytest_argv(plan: dict[str, Any]) -> list[str]:
             f"--timeout={plan['test_timeout']}",
             f"--junitxml={protocol.GUEST_RESULTS}/guest-junit{round_suffix(plan)}.xml"]
     argv += [f"--hmm-module-param={p}" for p in plan["module_params"]]
+    if plan.get("repeat", 1) > 1:
+        argv.append(f"--hmm-repeat={plan['repeat']}")
     # Tests that already have an outcome from an earlier boot of this run.
     argv += [f"--deselect={nodeid}" for nodeid in plan.get("deselect", [])]
     if plan.get("keyword"):

@@ -53,6 +53,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="test_hmm is already loaded: do not insmod it")
     group.addoption("--hmm-events", metavar="PATH",
                     help="write events to PATH instead of the harness's channel")
+    group.addoption("--hmm-repeat", type=int, default=1, metavar="N",
+                    help="run every selected test N times: the whole selection once, then "
+                         "again, as parameters repeat1..N")
 
 
 def expected_devices(mode: str) -> list[str]:
@@ -113,7 +116,6 @@ class HarnessReporter:
         self.seq = 0
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.timeouts: dict[str, float] = {}
-        self.known_issues: dict[str, str] = {}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -133,6 +135,10 @@ class HarnessReporter:
         # Before -k and --deselect: the C reference runs the twins of the whole suite.
         with open(protocol.SUITE_FILE, "w") as suite:
             json.dump([item.nodeid for item in items], suite)
+        # With --hmm-repeat the whole selection runs once, then again: each repetition meets
+        # the state the tests before it left, as separate runs would.
+        if int(self.config.getoption("hmm_repeat")) > 1:
+            items.sort(key=lambda item: protocol.repeat_number(item.nodeid))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         default = float(self.config.getoption("timeout", 0) or 0)
@@ -140,8 +146,6 @@ class HarnessReporter:
             marker = item.get_closest_marker("timeout")
             self.timeouts[item.nodeid] = float(marker.args[0]) if marker and marker.args \
                 else default
-            if issue := known_issue(item):
-                self.known_issues[item.nodeid] = issue
         self.events.send("collected", nodeids=[item.nodeid for item in session.items])
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
@@ -149,8 +153,7 @@ class HarnessReporter:
         self.outcomes[nodeid] = {"outcome": "passed", "duration": 0.0, "message": ""}
         protocol.write_kmsg(protocol.begin_marker(self.seq, nodeid))
         self.events.send("test-start", nodeid=nodeid, seq=self.seq,
-                         timeout=self.timeouts.get(nodeid),
-                         known_issue=self.known_issues.get(nodeid, ""))
+                         timeout=self.timeouts.get(nodeid))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = self.outcomes.setdefault(
@@ -167,34 +170,34 @@ class HarnessReporter:
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
         protocol.write_kmsg(protocol.end_marker(self.seq, nodeid))
-        self.events.send("test-result", nodeid=nodeid, seq=self.seq, **self.outcomes[nodeid],
-                         known_issue=self.known_issues.get(nodeid, ""))
+        self.events.send("test-result", nodeid=nodeid, seq=self.seq, **self.outcomes[nodeid])
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        """Last, so that the repetition is the last parameter of every nodeid."""
+        repeat = int(self.config.getoption("hmm_repeat"))
+        if repeat > 1:
+            metafunc.fixturenames.append(protocol.REPEAT_FIXTURE)
+            metafunc.parametrize(protocol.REPEAT_FIXTURE, range(1, repeat + 1),
+                                 ids=protocol.repeat_id)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.events.send("session-finish", exitstatus=int(exitstatus))
 
 
-def known_issue(item: pytest.Item) -> str:
-    """The explanation a `known_issue` marker gives for this item's variant, if any."""
-    variant = getattr(item, "callspec", None) and item.callspec.params.get("variant")
-    for marker in item.iter_markers("known_issue"):
-        variants = marker.kwargs.get("variants")
-        if variants is None or (variant is not None and variant.name in variants):
-            return str(marker.args[0])
-    return ""
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "known_issue(explanation, variants=None): the case is known to fail or "
-        "crash on some kernels for the reason given; the outcome is reported as it is, with "
-        "the explanation attached (never turned into a pass or a skip)")
     # Outside the harness's guest (pytest run by hand) events go to a file instead.
     explicit = config.getoption("hmm_events")
     events = (protocol.EventChannel.open(explicit) if explicit else None) \
         or protocol.EventChannel.inherited() \
         or protocol.EventChannel.open(os.path.join(protocol.GUEST_RESULTS, "events.jsonl"))
     config.pluginmanager.register(HarnessReporter(config, events), "hmm-harness-reporter")
+
+
+@pytest.fixture(name=protocol.REPEAT_FIXTURE)
+def repetition(request: pytest.FixtureRequest) -> int:
+    """Which repetition of --hmm-repeat this is."""
+    return int(getattr(request, "param", 1))
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 EVENTS_PORT_NAME = "org.hmm_harness.events"
@@ -16,6 +17,25 @@ PLAN_FILE = "/hmm/results/plan.json"
 SUITE_FILE = "/tmp/hmm-harness-suite.json"
 GUEST_RESULTS = "/hmm/results"
 MARKER_PREFIX = "hmm-harness:"
+
+
+# --repeat N: each test runs N times in one boot, as parameter `repeatK` of this fixture.
+REPEAT_FIXTURE = "hmm_repeat"
+_REPEAT_PARAM = re.compile(r"-repeat(\d+)(?=\]$)|\[repeat(\d+)\]$")
+
+
+def repeat_id(number: int) -> str:
+    return f"repeat{number}"
+
+
+def without_repeat(nodeid: str) -> str:
+    """The nodeid the test has without --repeat."""
+    return _REPEAT_PARAM.sub("", nodeid)
+
+
+def repeat_number(nodeid: str) -> int:
+    match = _REPEAT_PARAM.search(nodeid)
+    return int(match.group(1) or match.group(2)) if match else 1
 
 
 def begin_marker(seq: int, nodeid: str) -> str:

@@ -665,24 +665,9 @@ def huge_spans(kind: str, count: int, per: int) -> Callable[[random.Random], tup
     return span
 
 
-WHOLE_THP_FREES = pytest.param("whole", marks=pytest.mark.known_issue(
-    "7.2 hangs: device THPs freed whole (MADV_DONTNEED), migrated to the device again and "
-    "migrated back at the same time leave a device THP without a memcg charge; migrating it "
-    "gives an uncharged new folio, which __migrate_device_finalize() puts on the LRU, where "
-    "folio_lruvec_lock_irqsave() retries forever (soft lockup). The stock MIGRATE_TO_SYS "
-    "path hangs the same way (test_migrate_back_while_huge_pages_are_freed[private-whole]), "
-    "with or without kmod/test_hmm_evict.c in the module", variants=("private",)))
-
-
-PARTIAL_THP_FREES = pytest.param("partial", marks=pytest.mark.known_issue(
-    "7.2, now and then: freeing part of a device THP (MADV_DONTNEED) ends in test_hmm's "
-    "dmirror_devmem_free() freeing the backing pages at an order they no longer have: 'BUG: "
-    "Bad page state in process dropper' (nonzero large_mapcount / _refcount, the tail page "
-    "now a page table) from __free_pages_ok(), seen through the stock MIGRATE_TO_SYS path "
-    "(test_migrate_back_while_huge_pages_are_freed[private-partial])", variants=("private",)))
-
-
-@pytest.mark.parametrize("frees", [WHOLE_THP_FREES, PARTIAL_THP_FREES])
+# Both kinds of frees are known to break 7.2 (known-issues.toml: thp-free-race-soft-lockup,
+# partial-thp-free-bad-page-state).
+@pytest.mark.parametrize("frees", ["whole", "partial"])
 def test_evict_while_huge_pages_are_freed(evicting: hmm.MirrorDevice, variant: Variant,
                                           thp_size: int, frees: str) -> None:
     """As above with huge device folios, freed whole or in part, and allocated again by
@@ -692,7 +677,7 @@ def test_evict_while_huge_pages_are_freed(evicting: hmm.MirrorDevice, variant: V
         race_frees(evicting, buffer, seed, huge_spans(frees, count, thp_size // PAGE_SIZE))
 
 
-@pytest.mark.parametrize("frees", [WHOLE_THP_FREES, PARTIAL_THP_FREES])
+@pytest.mark.parametrize("frees", ["whole", "partial"])
 def test_migrate_back_while_huge_pages_are_freed(dmirror: hmm.MirrorDevice, variant: Variant,
                                                  thp_size: int, frees: str) -> None:
     """The control for the case above: the same race, migrating back with MIGRATE_TO_SYS

@@ -246,13 +246,6 @@ def test_migrate_shared(dmirror: hmm.MirrorDevice) -> None:
         dmirror.migrate_to_device(buffer.addr, npages, buffer.mirror_ptr)
 
 
-@pytest.mark.known_issue(
-    "mm defect (7.2), reached only after test_migrate_release: the coherent chunk is "
-    "re-created as THP folios, the THPs land PMD-mapped on the device, and "
-    "migrate_vma_collect_huge_pmd() skips a PMD-mapped device-coherent folio unless "
-    "MIGRATE_VMA_SELECT_SYSTEM, so MIGRATE_TO_SYS moves 0 pages; alone it passes (WARNs "
-    "only). See docs/coherent-failures.md",
-    variants=["coherent"])
 def test_migrate_multiple(dmirror: hmm.MirrorDevice, variant: Variant) -> None:
     npages, size = default_size()
     for attempt in range(NTIMES):
@@ -381,12 +374,6 @@ def test_hmm_gup_test(dmirror: hmm.MirrorDevice) -> None:
     pytest.skip(f"{GUP_TEST} exists, but _hmm_uapi does not bind mm/gup_test.h yet")
 
 
-@pytest.mark.known_issue(
-    "setup artefact: passes alone; after test_migrate_release the device's one fixed "
-    "chunk is re-created as THP folios only, so no 4 KiB device page can be had "
-    "(memremap_pages 'Conflicting mapping' WARN) and MIGRATE_TO_DEV returns ENOENT. See "
-    "docs/coherent-failures.md",
-    variants=["coherent"])
 def test_hmm_cow_in_device(dmirror: hmm.MirrorDevice) -> None:
     npages = 4
     size = npages * PAGE_SIZE
@@ -473,12 +460,6 @@ def test_migrate_anon_huge_fault(
         check_ints(buffer.contents(), ints_for(size), "memory faulted back")
 
 
-@pytest.mark.known_issue(
-    "setup artefact: after test_migrate_release the NOHUGEPAGE pass gets ENOENT (the "
-    "re-created chunk has no 4 KiB pages); alone it passes its checks, but each THP logs "
-    "test_hmm's memremap_pages 'Conflicting mapping' WARN (it remaps its one fixed "
-    "coherent chunk to find a THP). See docs/coherent-failures.md",
-    variants=["coherent"])
 def test_migrate_partial_unmap_fault(dmirror: hmm.MirrorDevice) -> None:
     size = hmm.pmd_size() or TWO_MIB
     npages = size // PAGE_SIZE
@@ -504,12 +485,6 @@ def test_migrate_partial_unmap_fault(dmirror: hmm.MirrorDevice) -> None:
                            f"memory after the hole, {where}")
 
 
-@pytest.mark.known_issue(
-    "setup artefact: after test_migrate_release the NOHUGEPAGE passes get ENOENT (the "
-    "re-created chunk has no 4 KiB pages); alone it passes its checks, but each THP logs "
-    "test_hmm's memremap_pages 'Conflicting mapping' WARN (it remaps its one fixed "
-    "coherent chunk to find a THP). See docs/coherent-failures.md",
-    variants=["coherent"])
 def test_migrate_remap_fault(dmirror: hmm.MirrorDevice) -> None:
     if hmm.MREMAP_DONTUNMAP is None:
         pytest.skip("MREMAP_DONTUNMAP is unknown to the C library _hmm_uapi was built with")
@@ -547,12 +522,6 @@ def test_migrate_remap_fault(dmirror: hmm.MirrorDevice) -> None:
                                    f"memory faulted back, {where}")
 
 
-@pytest.mark.known_issue(
-    "setup artefact alone: a coherent device never holds a THP, so FAIL_ALLOC on the way "
-    "back hits an order-0 page and MIGRATE_TO_SYS returns ENOMEM; test_hmm defect after "
-    "test_migrate_release (no 4 KiB pages left): the FAIL_ALLOC fallback uses a NULL "
-    "dmirror_devmem_alloc_page() result, Oops at address 8. See docs/coherent-failures.md",
-    variants=["coherent"])
 def test_migrate_anon_huge_err(dmirror: hmm.MirrorDevice, thp_size: int) -> None:
     size, npages = thp_size, thp_size // PAGE_SIZE
     page_two_of_ints = 2048 * hmm.INT_SIZE  # the kernel case's ptr[2048]
@@ -577,12 +546,6 @@ def test_migrate_anon_huge_err(dmirror: hmm.MirrorDevice, thp_size: int) -> None
         assert buffer.read_int(page_two_of_ints) == 2048
 
 
-@pytest.mark.known_issue(
-    "test_hmm defect, order-dependent: passes alone; after test_migrate_release "
-    "re-created the chunk as THP folios only, the FAIL_ALLOC fallback uses a NULL "
-    "dmirror_devmem_alloc_page() result (Oops at address 8 in dmirror_migrate_to_device). "
-    "See docs/coherent-failures.md",
-    variants=["coherent"])
 def test_migrate_anon_huge_zero_err(dmirror: hmm.MirrorDevice, thp_size: int) -> None:
     size, npages = thp_size, thp_size // PAGE_SIZE
     page_two_of_ints = 2048 * hmm.INT_SIZE

@@ -50,11 +50,6 @@ def test_migrate_mixed(dmirror2: DevicePair) -> None:
             device0.migrate_to_device(buffer.page(5), 1, buffer.mirror_ptr)
 
 
-@pytest.mark.known_issue(
-    "setup artefact: passes alone; after test_migrate_release and a THP migration, device "
-    "2's re-created chunk has no 4 KiB pages, so migrating one page gets ENOENT. See "
-    "docs/coherent-failures.md",
-    variants=["coherent"])
 def test_snapshot(dmirror2: DevicePair, variant: Variant) -> None:
     device0, device1 = dmirror2
     npages = 7

@@ -36,18 +36,6 @@ def migration_benchmark(dmirror: hmm.MirrorDevice, size: int, use_thp: bool,
     return to_device / iterations, to_system / iterations
 
 
-@pytest.mark.known_issue(
-    "setup artefact + test_hmm race, fails alone: coherent THPs are split into 4 KiB "
-    "device pages (one WARN each), so the 256 MiB MADV_HUGEPAGE buffer comes back as "
-    "small pages and khugepaged collapses it; its MMU_NOTIFY_CLEAR between "
-    "mmap_read_unlock and dmirror_do_read() erases test_hmm's mirror entries: ENOENT with "
-    "every page on the device. See docs/coherent-failures.md",
-    variants=["coherent"])
-@pytest.mark.known_issue(
-    "flaky (test expectation, not mm): migrate_vma_setup() skips pages compaction holds "
-    "isolated at that moment (up to 32), and test_hmm reports the partial migration as "
-    "ENOENT. See docs/coherent-failures.md",
-    variants=["private"])
 # About 95 s under TCG; the kernel selftest gives it 120 s on real hardware.
 @pytest.mark.timeout(900)
 def test_benchmark_thp_migration(

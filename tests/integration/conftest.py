@@ -1,5 +1,6 @@
 """Integration tests boot the default kernel in QEMU for real; they share the user's cache so
-the kernel and guest root are fetched once."""
+the kernel and guest root are fetched once. Each test gets what it needs through the harness
+itself (the `default_kernel` fixture), so none depends on another having run first."""
 
 import json
 import subprocess
@@ -8,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.paths import PROJECT_ROOT
+from harness import run
+from harness.commands import CommandRunner
+from harness.paths import PROJECT_ROOT, default_cache_dir
+from harness.progress import Progress
 
 # Run inside the guest by these tests, not by the host.
 collect_ignore = ["guest_suites"]
@@ -37,3 +41,12 @@ def harness_run(tmp_path):
         print(proc.stderr[-6000:])
         return HarnessRun(proc, results)
     return run
+
+
+@pytest.fixture(scope="session")
+def default_kernel(tmp_path_factory) -> run.Prepared:
+    """The default kernel, its guest root and test_hmm, built (or found in the cache) the way
+    `harness run` builds them."""
+    options = run.RunOptions(results_dir=tmp_path_factory.mktemp("prepare"),
+                             cache_dir=default_cache_dir())
+    return run.prepare(options, CommandRunner(), Progress())

@@ -3,20 +3,12 @@
 import pytest
 
 from harness import cli, modinfo
-from harness.paths import default_cache_dir
 
 pytestmark = pytest.mark.vm
 
 
-def _built_module():
-    candidates = sorted((default_cache_dir() / "builds").glob("*/*/test_hmm.ko"))
-    if not candidates:
-        pytest.fail("no test_hmm.ko in the cache: run after a test that boots the default kernel")
-    return candidates[0]
-
-
-def test_module_with_foreign_vermagic_exits_125(harness_run, tmp_path):
-    data = _built_module().read_bytes()
+def test_module_with_foreign_vermagic_exits_125(harness_run, default_kernel, tmp_path):
+    data = default_kernel.build.module.read_bytes()
     vermagic = modinfo.module_info(data)["vermagic"]
     foreign = vermagic.replace("SMP preempt", "SMP preemp_").encode()
     assert len(foreign) == len(vermagic.encode())

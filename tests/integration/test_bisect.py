@@ -10,11 +10,10 @@ import sys
 import pytest
 
 from harness import cli, debian
-from harness.paths import PROJECT_ROOT, default_cache_dir
+from harness.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.vm
 
-SOURCE = default_cache_dir() / "debian" / debian.PINNED_RELEASE / "source" / "lib"
 COPY_LINE = "memcpy_from_page(ptr, page, 0, PAGE_SIZE);"
 SELECTION = "anon_read and not prot and not multiple"
 
@@ -32,15 +31,13 @@ def commit(repo, message):
 
 
 @pytest.fixture
-def history(tmp_path):
+def history(tmp_path, default_kernel):
     """good -> comment -> BUG -> comment -> comment (bad). Returns (repo, good, bug, bad)."""
-    if not (SOURCE / "test_hmm.c").exists():
-        pytest.skip(f"the default kernel's source is not in the cache yet ({SOURCE}): run "
-                    "'python -m harness run' once")
+    source_lib = default_kernel.kernel.source_dir / "lib"
     repo = tmp_path / "test_hmm-history"
     (repo / "lib").mkdir(parents=True)
     for name in ("test_hmm.c", "test_hmm_uapi.h"):
-        shutil.copy(SOURCE / name, repo / "lib" / name)
+        shutil.copy(source_lib / name, repo / "lib" / name)
     git(repo, "init", "-q")
     good = commit(repo, f"test_hmm as in {debian.PINNED_RELEASE}")
     source = repo / "lib/test_hmm.c"

@@ -118,3 +118,38 @@ def test_coherent_mode_without_room_for_device_memory(capsys, tmp_path, fake_qem
 def test_no_command(capsys):
     assert cli.main([]) == cli.EXIT_HARNESS
     assert "no command given" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "problem"), [
+    (["-k", "and and"], "-k 'and and' is not a pytest -k expression"),
+    (["--test-timeout", "0"], "--test-timeout 0 is not a positive number of seconds"),
+    (["--test-timeout", "-5"], "--test-timeout -5 is not a positive number of seconds"),
+    (["--repeat", "0"], "--repeat 0: a selection runs at least once"),
+    (["--repeat", "2", "--reference"], "--repeat and --reference do not go together"),
+])
+def test_bad_selection_options_fail_before_any_build(capsys, tmp_path, argv, problem):
+    status, err = _run(capsys, *argv, "--results", str(tmp_path / "r"))
+    assert status == cli.EXIT_HARNESS
+    assert problem in err and "fix:" in err
+    assert not (tmp_path / "cache").exists(), "nothing may be downloaded or built"
+
+
+def test_resume_takes_no_other_option(capsys, tmp_path):
+    status, err = _run(capsys, "--resume", str(tmp_path), "--mode", "all")
+    assert status == cli.EXIT_HARNESS
+    assert "--resume takes no other option (given: mode)" in err
+
+
+def test_resume_of_a_directory_without_a_run(capsys, tmp_path):
+    status, err = _run(capsys, "--resume", str(tmp_path))
+    assert status == cli.EXIT_HARNESS and "no run to continue there" in err
+
+
+def test_bad_baseline_and_known_issues_files_are_named(capsys, tmp_path):
+    status, err = _run(capsys, "--baseline", str(tmp_path / "nothing"),
+                       "--results", str(tmp_path / "r"))
+    assert status == cli.EXIT_HARNESS and "cannot read the baseline" in err
+    mine = tmp_path / "mine.toml"
+    mine.write_text('[[issue]]\nid = "x"\ntests = "*"\n')
+    status, err = _run(capsys, "--known-issues", str(mine), "--results", str(tmp_path / "r"))
+    assert status == cli.EXIT_HARNESS and f"{mine}: issue 1 has no 'expect'" in err

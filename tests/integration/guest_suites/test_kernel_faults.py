@@ -24,7 +24,7 @@ DEVICE = "/dev/hmm_faults"
 # Short, so that the host watchdog steps in at HANG_TIMEOUT + 60 s; the kernel's hung task
 # detector (30 s in the harness's guest) reports the sleeper before that.
 HANG_TIMEOUT = 10
-SPIN_SECONDS = 6
+SPIN_SECONDS = 4
 # Bits of /proc/sys/kernel/tainted (Documentation/admin-guide/tainted-kernels.rst).
 TAINT_DIE, TAINT_WARN, TAINT_SOFTLOCKUP = 1 << 7, 1 << 9, 1 << 14
 
