@@ -184,9 +184,8 @@ def combine(order: list[str], rounds: list[list[TestOutcome]]) -> list[TestOutco
     final: dict[str, TestOutcome] = {}
     for outcomes in rounds:
         for outcome in outcomes:
-            if outcome.outcome not in UNFINISHED:
-                final.setdefault(outcome.nodeid, outcome)
-            elif final.get(outcome.nodeid, outcome).outcome in UNFINISHED:
+            earlier = final.get(outcome.nodeid)
+            if earlier is None or earlier.outcome in UNFINISHED:
                 final[outcome.nodeid] = outcome
     never = "the guest was gone before this test could run"
     return [final.get(nodeid) or TestOutcome(nodeid, "not-run", message=never)

@@ -410,10 +410,10 @@ class Session:
             write_plan(options, self.layout, number, deselect)
             spec = self.vm_spec(number)
             self.current_events, self.current_console = [], spec.console_log
+            self.report.boots = number  # before it ends: a --resume must not reuse its files
             guest = vm.boot(spec, runner, options.run_timeout - (time.monotonic() - started),
                             options.test_timeout, self.on_event)
             self.current_console = None
-            self.report.boots = number
             reached = any(e["event"] == "guest-started" for e in guest.events)
             if not reached and next_boot(reached, guest.timed_out, len(self.early_deaths), 0,
                                          False) is NextBoot.RETRY:

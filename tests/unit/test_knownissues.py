@@ -106,3 +106,9 @@ def test_a_bad_file_is_named(tmp_path):
         knownissues.load((bad,))
     with pytest.raises(UsageError, match="cannot read the known-issues file"):
         knownissues.load((tmp_path / "absent.toml",))
+
+
+def test_a_hang_cut_short_by_the_kernels_stall_report_is_the_known_one(data_dir):
+    tests = judged(data_dir, "results-private-7.2-stall.json")
+    assert {t.outcome for t in tests.values()} == {"known-failure"}
+    assert {t.actual_outcome for t in tests.values()} == {"hung"}

@@ -103,3 +103,14 @@ def test_a_report_from_another_test_does_not_count():
     watchdog.observe({"event": "test-result", "nodeid": "t.py::b"}, now=6.0)
     watchdog.kernel_reported_hang(None, "watchdog: BUG: soft lockup - CPU#0", now=7.0)
     assert not watchdog.expired(1000.0)
+
+
+def test_a_later_boot_gives_an_unfinished_test_its_outcome():
+    first = [results.TestOutcome("a", "hung"), results.TestOutcome("b", "not-run")]
+    second = [results.TestOutcome("b", "interrupted")]
+    third = [results.TestOutcome("b", "hung"), results.TestOutcome("a", "passed")]
+    assert [t.outcome for t in results.combine(["a", "b"], [first, second])] == [
+        "hung", "interrupted"]
+    assert [t.outcome for t in results.combine(["a", "b"], [first, second, third])] == [
+        "hung", "hung"]
+    assert results.still_to_run(["a", "b"], [first, second, third]) == []
