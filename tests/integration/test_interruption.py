@@ -16,7 +16,7 @@ from harness.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.vm
 
-SELECTION = "open_close or anon_read_prot or anon_write or anon_read_child"
+SELECTION = "open_close or anon_read_prot or anon_write_prot or exclusive_cow"
 OUTCOMES_SUITE = "tests/integration/guest_suites/test_harness_outcomes.py"
 WRONG = f"{OUTCOMES_SUITE}::test_deliberately_wrong_assertion[private]"
 
@@ -60,7 +60,7 @@ def resumed(results):
     return proc
 
 
-def tests_booted_in(results, events_file):
+def nodeids_started_in(results, events_file):
     text = (results / events_file).read_text()
     return [json.loads(line)["nodeid"] for line in text.splitlines()
             if '"test-start"' in line]
@@ -87,7 +87,7 @@ def test_sigint_leaves_whole_results_and_resume_finishes_the_run(tmp_path):
     final = json.loads((results / "results.json").read_text())
     assert [t["outcome"] for t in final["tests"]] == ["passed"] * 4
     assert final["finished"] is True and not final["interrupted"]
-    rebooted = tests_booted_in(results, "events-2.jsonl")
+    rebooted = nodeids_started_in(results, "events-2.jsonl")
     assert rebooted and not set(rebooted) & set(done_before), "finished tests ran again"
 
 
