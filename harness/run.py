@@ -19,6 +19,7 @@ from harness import (
     kconfig,
     kernels,
     kernelspec,
+    ktap,
     provision,
     qemu,
     reference,
@@ -323,11 +324,12 @@ def round_outcomes(guest: vm.GuestRun, console_log: Path, options: RunOptions,
 def write_reports(report: results.RunReport, results_dir: Path) -> None:
     (results_dir / "results.json").write_text(json.dumps(results.to_json(report), indent=2))
     (results_dir / "junit.xml").write_text(results.to_junit(report))
+    (results_dir / "results.ktap").write_text(ktap.to_ktap(report))
 
 
 def clean_results(results_dir: Path) -> None:
     """Results of an earlier run in the same directory must not pass for this run's."""
-    for pattern in ("results.json", "junit.xml", "console*.log", "events*.jsonl"):
+    for pattern in ("results.json", "junit.xml", "results.ktap", "console*.log", "events*.jsonl"):
         for path in results_dir.glob(pattern):
             path.unlink()
     shutil.rmtree(results_dir / "guest", ignore_errors=True)
