@@ -47,14 +47,19 @@ def _kunit_parser():
         pytest.skip(f"no kernel source with tools/testing/kunit/kunit_parser.py under {cache}")
     sys.path.insert(0, str(found[0].parent))
     import kunit_parser
+    import kunit_printer
 
-    return kunit_parser
+    return kunit_parser, kunit_printer
 
 
-def test_kernel_parser_counts_match_results_json(data_dir):
-    parser = _kunit_parser()
+def test_kernel_parser_counts_match_results_json(data_dir, tmp_path):
+    parser, printer = _kunit_parser()
     report = _report(data_dir, "coherent-oops", "coherent")
-    parsed = parser.parse_run_tests(ktap.to_ktap(report).splitlines(), None)
-    counts = parsed.counts
-    assert counts.passed == report.counts()["passed"]
-    assert counts.skipped == report.counts()["skipped"]
+    with (tmp_path / "kunit.out").open("w") as output:
+        parsed = parser.parse_run_tests(ktap.to_ktap(report).splitlines(),
+                                        printer.Printer(output))
+    expected = report.counts()
+    assert parsed.counts.passed == expected["passed"]
+    assert parsed.counts.skipped == expected["skipped"]
+    assert parsed.counts.failed == len(report.tests) - expected["passed"] - expected["skipped"]
+    assert parsed.counts.errors == 0
