@@ -19,7 +19,11 @@ SOURCE_MEMBERS = [
     "Makefile", "lib/test_hmm.c", "lib/test_hmm_uapi.h", "mm/gup_test.h",
     "tools/testing/selftests/mm/*", "tools/testing/selftests/kselftest*",
     "tools/include/*",
+    # The kernel's own KTAP parser, with which the project's tests read results.ktap back.
+    "tools/testing/kunit/kunit_parser.py", "tools/testing/kunit/kunit_printer.py",
 ]
+# A source unpacked before a member was added to SOURCE_MEMBERS lacks it: unpack again.
+SOURCE_FILES_NEEDED = ("lib/test_hmm.c", "tools/testing/kunit/kunit_parser.py")
 CACHE_FORMAT = 1
 
 
@@ -68,6 +72,8 @@ def _load_cached(cache_dir: Path, release: str) -> Provisioned | None:
     if data.get("format") != CACHE_FORMAT:
         return None
     saved = data["kernel"]
+    if not all((Path(saved["source_dir"]) / f).exists() for f in SOURCE_FILES_NEEDED):
+        return None
     kernel = Kernel(release=saved["release"], image=Path(saved["image"]),
                     config=Path(saved["config"]), modules_dir=Path(saved["modules_dir"]),
                     source_dir=Path(saved["source_dir"]), headers_in_root=saved["headers_in_root"],
@@ -149,7 +155,7 @@ def provision_debian(spec: debian.DebianKernelSpec, cache_dir: Path, mirror: str
             shutil.rmtree(root, ignore_errors=True)
             staging.rename(root)
     source_dir = home / "source"
-    if not (source_dir / "lib/test_hmm.c").exists():
+    if not all((source_dir / member).exists() for member in SOURCE_FILES_NEEDED):
         source_deb = apt.download(packages.source, version, cache_dir / "debs") \
             if not runner.dry_run else Path(f"{packages.source}_{version}_all.deb")
         archive.extract_source_subset(source_deb, source_dir, SOURCE_MEMBERS, runner)

@@ -24,6 +24,7 @@ from harness import (
     kernels,
     kernelspec,
     knownissues,
+    ktap,
     provision,
     qemu,
     reference,
@@ -549,6 +550,7 @@ def write_reports(report: results.RunReport, results_dir: Path) -> None:
     write_atomically(results_dir / "results.json", json.dumps(results.to_json(report),
                                                               indent=2))
     write_atomically(results_dir / "junit.xml", results.to_junit(report))
+    write_atomically(results_dir / "results.ktap", ktap.to_ktap(report))
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -562,8 +564,8 @@ def write_atomically(path: Path, text: str) -> None:
 
 def clean_results(results_dir: Path) -> None:
     """Results of an earlier run in the same directory must not pass for this run's."""
-    for pattern in ("results.json", "junit.xml", "console*.log", "events*.jsonl",
-                    OPTIONS_FILE):
+    for pattern in ("results.json", "junit.xml", "results.ktap", "console*.log",
+                    "events*.jsonl", OPTIONS_FILE):
         for path in results_dir.glob(pattern):
             path.unlink()
     shutil.rmtree(results_dir / "guest", ignore_errors=True)
