@@ -146,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run the selection N times in one boot (fresh guests only after a "
                            "crash or hang), report each test's pass count and list the flaky "
                            "ones (default: %(default)s)")
+    runp.add_argument("--shard", metavar="K/N",
+                      help="run only part K of N of the selection: every shard of a run "
+                           "computes the same partition, so N jobs with K=1..N run each test "
+                           "once; 'merge' joins their results")
+    runp.add_argument("--durations", type=Path, metavar="RESULTS",
+                      help="balance --shard by the test durations in an earlier run's "
+                           "results directory or results.json (give every shard the same one; "
+                           "without it, each shard gets as many tests)")
+    runp.add_argument("--jobs", type=int, default=1, metavar="N",
+                      help="run the selection as N shards in N guests at once on this machine, "
+                           "then merge them into the results directory (shard K in "
+                           "DIR/shard-K); refused when the host's cores or memory cannot hold "
+                           "N guests (default: %(default)s)")
     runp.add_argument("--resume", type=Path, metavar="DIR",
                       help="continue the run whose results are in DIR (interrupted, killed or "
                            "crashed) with the options it was started with; finished tests are "
@@ -213,7 +226,10 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
         repeat=getattr(args, "repeat", 1),
         known_issues=tuple(p.resolve() for p in args.known_issues),
         strict_known_issues=args.strict_known_issues,
-        baseline=args.baseline.resolve() if args.baseline else None)
+        baseline=args.baseline.resolve() if args.baseline else None,
+        shard=getattr(args, "shard", None),
+        durations=args.durations.resolve() if getattr(args, "durations", None) else None,
+        jobs=getattr(args, "jobs", 1))
 
 
 def explicit_options(argv: Sequence[str]) -> list[str]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UsageError
+from harness import resultsdir
+from harness.results import TestOutcome
 
 # What counts as passing when two runs are compared: a known failure does not pass.
 PASSING = frozenset({"passed", "skipped"})
@@ -66,20 +66,14 @@ def outcome_of(test: dict[str, Any]) -> str:
 
 def load_outcomes(path: Path) -> dict[str, str]:
     """nodeid -> outcome of a results directory or its results.json."""
-    file = path / "results.json" if path.is_dir() else path
-    try:
-        data = json.loads(file.read_text())
-    except OSError as error:
-        raise UsageError(f"cannot read the baseline {file}: {error.strerror}",
-                         "give --baseline a results directory of an earlier run, or its "
-                         "results.json") from error
-    except ValueError as error:
-        raise UsageError(f"the baseline {file} is not JSON: {error}",
-                         "give --baseline the results.json an earlier run wrote") from error
-    if not isinstance(data, dict) or not isinstance(data.get("tests"), list):
-        raise UsageError(f"the baseline {file} has no 'tests' list",
-                         "give --baseline the results of a single 'run' (not a matrix)")
+    data = resultsdir.read(path, "the baseline", "--baseline")
     return {str(t["nodeid"]): outcome_of(t) for t in data["tests"]}
+
+
+def changes(baseline: dict[str, str], tests: list[TestOutcome]) -> list[dict[str, Any]]:
+    """Each test's change against the baseline, as results.json keeps them."""
+    now = {t.nodeid: t.actual_outcome or t.outcome for t in tests}
+    return [asdict(row) for row in compare(baseline, now)]
 
 
 def table(rows: list[Row]) -> str:

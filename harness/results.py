@@ -75,6 +75,9 @@ class RunReport:
     # --repeat: per test without its repeat parameter, the outcome of each repetition.
     repeats: dict[str, list[str]] = field(default_factory=dict)
     flaky: list[str] = field(default_factory=list)
+    # --shard: which part of the selection this run is ("K/N"), and the whole selection
+    # (every nodeid of all N parts) it was cut from, which a merge checks.
+    shard: dict[str, Any] = field(default_factory=dict)
     # The signal that stopped the harness (SIGINT, SIGTERM), if one did.
     interrupted: str = ""
     # Guest boots so far, including those of the runs a --resume continued.

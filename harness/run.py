@@ -29,6 +29,7 @@ from harness import (
     qemu,
     reference,
     results,
+    resultsdir,
     vm,
 )
 from harness.commands import CommandRunner, require_tool
@@ -42,6 +43,7 @@ from harness.errors import (
     ResultsDirError,
     UsageError,
 )
+from harness.guest import protocol, shard
 from harness.paths import PROJECT_ROOT
 from harness.progress import Progress
 
@@ -81,6 +83,9 @@ class RunOptions:
     strict_known_issues: bool = False
     baseline: Path | None = None  # an earlier results directory or its results.json
     resume: bool = False  # continue the run in results_dir
+    shard: str | None = None  # --shard K/N, checked by validate()
+    durations: Path | None = None  # an earlier run's results, to balance the shards
+    jobs: int = 1  # shards run as this many guests at once (harness.parallel)
 
 
 OPTIONS_FILE = "run-options.json"
@@ -97,6 +102,8 @@ def validate(options: RunOptions) -> None:
     if options.repeat > 1 and options.reference:
         raise UsageError("--repeat and --reference do not go together: the C selftest runs "
                          "each case once", "drop one of them")
+    if options.shard is not None:
+        check_shard(options)
     if options.keyword is not None and (problem := keyword_problem(options.keyword)):
         raise UsageError(f"-k {options.keyword!r} is not a pytest -k expression: {problem}",
                          "write it as pytest -k takes it, e.g. -k 'migrate and not huge'")
@@ -128,6 +135,31 @@ def validate(options: RunOptions) -> None:
         if not (PROJECT_ROOT / suite).exists():
             raise UsageError(f"suite '{suite}' does not exist under {PROJECT_ROOT}",
                              "name a file or directory under tests/guest")
+
+
+def check_shard(options: RunOptions) -> None:
+    assert options.shard is not None
+    try:
+        shard.parse(options.shard)
+    except ValueError as error:
+        raise UsageError(f"--shard {error}", "give --shard K/N with 1 <= K <= N, e.g. "
+                         "--shard 1/4 ... --shard 4/4 for four parts") from None
+    if options.reference:
+        raise UsageError("--shard and --reference do not go together: the C selftest runs "
+                         "its cases whole", "run --reference unsharded")
+    if options.durations is not None:
+        shard_durations(options.durations)
+
+
+def shard_durations(path: Path) -> dict[str, float]:
+    """Seconds per test (without its repetition) in an earlier run's results."""
+    data = resultsdir.read(path, "the durations file", "--durations")
+    seconds: dict[str, list[float]] = {}
+    for test in data["tests"]:
+        if test.get("outcome") not in results.UNFINISHED:
+            base = protocol.without_repeat(str(test["nodeid"]))
+            seconds.setdefault(base, []).append(float(test.get("duration", 0.0)))
+    return {base: sum(values) / len(values) for base, values in seconds.items()}
 
 
 def keyword_problem(expression: str) -> str:
@@ -162,7 +194,7 @@ def load_options(results_dir: Path) -> RunOptions:
                          "be read)", "give --resume the results directory of a run this "
                          "harness started") from error
     paths = {"results_dir", "cache_dir", "module", "modules_dir", "test_hmm_source",
-             "baseline"}
+             "baseline", "durations"}
     values: dict[str, Any] = {}
     for f in fields(RunOptions):
         if f.name not in data:
@@ -242,13 +274,35 @@ def check_kernel_dir(path: Path) -> None:
     kconfig.require(kconfig.parse(config.read_text()), f"in {path}")
 
 
+SHARD_KEEP_FILE = "shard-tests.json"
+SHARD_DURATIONS_FILE = "shard-durations.json"
+
+
+def shard_files(options: RunOptions, order: list[str]) -> dict[str, Any]:
+    """What a shard's boot reads besides the plan, by file name: on its first boot the shard
+    to cut (and the durations to balance it by); on later boots, and on a --resume, the tests
+    the first boot reported as the shard's, so a crash cannot move tests between shards."""
+    if options.shard is None:
+        return {}
+    if order:
+        return {SHARD_KEEP_FILE: order}
+    return {SHARD_DURATIONS_FILE: shard_durations(options.durations)} if options.durations \
+        else {}
+
+
 def write_plan(options: RunOptions, layout: qemu.GuestLayout, round_number: int,
-               deselect: list[str]) -> None:
+               deselect: list[str], order: list[str]) -> None:
+    guest_dir = options.results_dir / "guest"
+    files = shard_files(options, order)
+    for name, content in files.items():
+        (guest_dir / name).write_text(json.dumps(content))
     plan = {"mode": options.mode, "keyword": options.keyword, "suites": list(options.suites),
             "module_params": list(layout.module_params), "test_timeout": options.test_timeout,
             "round": round_number, "deselect": deselect, "reference": options.reference,
-            "repeat": options.repeat}
-    (options.results_dir / "guest" / "plan.json").write_text(json.dumps(plan, indent=2))
+            "repeat": options.repeat, "shard": options.shard,
+            "keep": SHARD_KEEP_FILE if SHARD_KEEP_FILE in files else None,
+            "durations": SHARD_DURATIONS_FILE if SHARD_DURATIONS_FILE in files else None}
+    (guest_dir / "plan.json").write_text(json.dumps(plan, indent=2))
 
 
 @dataclass(frozen=True)
@@ -325,7 +379,7 @@ def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> resul
                                memory_mib=options.memory_mib)
     session = Session(options, prepared, layout, issues, baseline, progress, previous)
     if runner.dry_run:
-        write_plan(options, layout, 1, [])
+        write_plan(options, layout, 1, [], [])
         vm.boot(session.vm_spec(1), runner, options.run_timeout, options.test_timeout,
                 progress.on_event)
         return session.report
@@ -369,6 +423,7 @@ class Session:
             self.report.session_kernel_errors = previous.session_kernel_errors
             self.report.session_kernel_log = previous.session_kernel_log
             self.report.measurements = previous.measurements
+            self.report.shard = previous.shard
         self.early_deaths: list[Path] = []
         self.monitor_dir = Path(tempfile.mkdtemp(prefix="hmm-harness-"))
         self.current_events: list[dict[str, Any]] = []
@@ -396,6 +451,8 @@ class Session:
         self.current_events.append(event)
         if event.get("event") == "collected":
             self.order += [n for n in event["nodeids"] if n not in self.order]
+            if "selection" in event:
+                self.report.shard = {"shard": event["shard"], "selection": event["selection"]}
         if event.get("event") in ("collected", "test-result"):
             self.checkpoint()
 
@@ -408,7 +465,7 @@ class Session:
             number = self.report.boots + 1
             deselect = [t.nodeid for outcomes in self.rounds for t in outcomes
                         if t.outcome not in results.UNFINISHED]
-            write_plan(options, self.layout, number, deselect)
+            write_plan(options, self.layout, number, deselect, self.order)
             spec = self.vm_spec(number)
             self.current_events, self.current_console = [], spec.console_log
             self.report.boots = number  # before it ends: a --resume must not reuse its files
@@ -458,9 +515,7 @@ class Session:
         if self.options.repeat > 1:
             report.repeats, report.flaky = results.repetitions(report.tests)
         if self.baseline is not None:
-            now = {t.nodeid: t.actual_outcome or t.outcome for t in report.tests}
-            report.baseline_changes = [asdict(row) for row in
-                                       compare.compare(self.baseline, now)]
+            report.baseline_changes = compare.changes(self.baseline, report.tests)
 
     def checkpoint(self) -> None:
         self.assemble(self.outcomes_so_far(in_progress="not-run"))

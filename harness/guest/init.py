@@ -50,6 +50,12 @@ def pytest_argv(plan: dict[str, Any]) -> list[str]:
     argv += [f"--hmm-module-param={p}" for p in plan["module_params"]]
     if plan.get("repeat", 1) > 1:
         argv.append(f"--hmm-repeat={plan['repeat']}")
+    if plan.get("keep"):
+        argv.append(f"--hmm-keep={protocol.GUEST_RESULTS}/{plan['keep']}")
+    elif plan.get("shard"):
+        argv.append(f"--hmm-shard={plan['shard']}")
+        if plan.get("durations"):
+            argv.append(f"--hmm-durations={protocol.GUEST_RESULTS}/{plan['durations']}")
     # Tests that already have an outcome from an earlier boot of this run.
     argv += [f"--deselect={nodeid}" for nodeid in plan.get("deselect", [])]
     if plan.get("keyword"):

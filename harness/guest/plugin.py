@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from harness.guest import protocol
+from harness.guest import protocol, shard
 
 MODULE_PATH = "/hmm/build/test_hmm.ko"
 DEVICE_WAIT_SECONDS = 60.0
@@ -56,6 +56,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hmm-repeat", type=int, default=1, metavar="N",
                     help="run every selected test N times: the whole selection once, then "
                          "again, as parameters repeat1..N")
+    group.addoption("--hmm-shard", metavar="K/N",
+                    help="run only shard K of N of the selection (harness.guest.shard)")
+    group.addoption("--hmm-durations", metavar="PATH",
+                    help="JSON of nodeid -> seconds that balances --hmm-shard")
+    group.addoption("--hmm-keep", metavar="PATH",
+                    help="JSON list of nodeids: run only these (a later boot of a shard)")
 
 
 def expected_devices(mode: str) -> list[str]:
@@ -146,7 +152,9 @@ class HarnessReporter:
             marker = item.get_closest_marker("timeout")
             self.timeouts[item.nodeid] = float(marker.args[0]) if marker and marker.args \
                 else default
-        self.events.send("collected", nodeids=[item.nodeid for item in session.items])
+        sharded = self.config.stash.get(SHARD_SELECTION, None)
+        extra = {"shard": str(sharded[0]), "selection": sharded[1]} if sharded else {}
+        self.events.send("collected", nodeids=[item.nodeid for item in session.items], **extra)
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         self.seq += 1
@@ -183,6 +191,35 @@ class HarnessReporter:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.events.send("session-finish", exitstatus=int(exitstatus))
+
+
+# The shard and the whole selection it was cut from, for the host's merge to check.
+SHARD_SELECTION = pytest.StashKey[tuple[shard.Shard, list[str]]]()
+
+
+def _read_json(path: str) -> Any:
+    with open(path) as file:
+        return json.load(file)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Last: a shard is cut from what -k selected, before --deselect could matter (a first
+    boot deselects nothing; later boots of a shard name their tests with --hmm-keep)."""
+    keep_file, shard_text = config.getoption("hmm_keep"), config.getoption("hmm_shard")
+    nodeids = [item.nodeid for item in items]
+    if keep_file:
+        keep = set(_read_json(keep_file))
+    elif shard_text:
+        part = shard.parse(shard_text)
+        durations_file = config.getoption("hmm_durations")
+        durations = _read_json(durations_file) if durations_file else {}
+        keep = set(shard.select(nodeids, part, durations))
+        config.stash[SHARD_SELECTION] = (part, nodeids)
+    else:
+        return
+    config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in keep])
+    items[:] = [item for item in items if item.nodeid in keep]
 
 
 def pytest_configure(config: pytest.Config) -> None:

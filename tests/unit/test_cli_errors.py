@@ -153,3 +153,20 @@ def test_bad_baseline_and_known_issues_files_are_named(capsys, tmp_path):
     mine.write_text('[[issue]]\nid = "x"\ntests = "*"\n')
     status, err = _run(capsys, "--known-issues", str(mine), "--results", str(tmp_path / "r"))
     assert status == cli.EXIT_HARNESS and f"{mine}: issue 1 has no 'expect'" in err
+
+
+@pytest.mark.parametrize(("shard", "problem"), [
+    ("3/2", "K counts from 1 to N=2"), ("0/0", "at least one shard"), ("x", "is not K/N")])
+def test_bad_shard(capsys, tmp_path, shard, problem):
+    status, err = _run(capsys, "--shard", shard, "--results", str(tmp_path))
+    assert status == cli.EXIT_HARNESS
+    assert f"--shard '{shard}'" in err and problem in err and "fix: give --shard K/N" in err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_durations_that_are_not_results(capsys, tmp_path):
+    (tmp_path / "d.json").write_text('{"runs": []}')
+    status, err = _run(capsys, "--shard", "1/2", "--durations", str(tmp_path / "d.json"),
+                       "--results", str(tmp_path / "r"))
+    assert status == cli.EXIT_HARNESS
+    assert f"the durations file {tmp_path / 'd.json'} has no 'tests' list" in err
