@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from harness import bisect, debian, matrix, run
+from harness import bisect, compare, debian, matrix, merge, run
 from harness.commands import CommandRunner
 from harness.errors import HarnessError, Interrupted, UsageError
 from harness.paths import default_cache_dir
@@ -203,6 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     bisectp.add_argument("--suite", action="append", dest="suites", metavar="PATH",
                          help="a suite file or directory under the project, repeatable")
     _common_options(bisectp)
+    mergep = commands.add_parser(
+        "merge", help="merge the results of shards, repeated runs or kernels into one report",
+        description="Merge results directories into one report in --results: summary, "
+                    "results.json, junit.xml, results.ktap. The shards of a run (--shard, "
+                    "--jobs) become that run's report, in its test order; runs of the same "
+                    "selection become repetitions (pass counts, flaky tests); runs of different "
+                    "kernels need --allow-mixed. Exit status as for run: 0 passed, 1 a test "
+                    "did not pass (with --baseline: a regression), 125 bad input.")
+    mergep.add_argument("sources", type=Path, nargs="+", metavar="DIR",
+                        help="a results directory (or its results.json)")
+    mergep.add_argument("--results", type=Path, default=Path("hmm-results"), metavar="DIR",
+                        help="where to write the merged report (default: %(default)s)")
+    mergep.add_argument("--allow-mixed", action="store_true",
+                        help="merge results of different kernels, each test named after its "
+                             "kernel release")
+    mergep.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="judge the merged report against an earlier run, as run does")
+    mergep.add_argument("--strict-known-issues", action="store_true",
+                        help="a known issue that passed (fixed?) fails the merged report")
     return parser
 
 
@@ -267,6 +286,8 @@ def _main(argv: list[str]) -> int:
     progress = Progress()
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "merge":
+            return _merge(args, progress)
         if args.command not in ("run", "bench", "bisect"):
             raise UsageError("no command given", "try 'python -m harness run --help'")
         if getattr(args, "resume", None) is not None and \
@@ -313,6 +334,18 @@ def _matrix(args: argparse.Namespace, options: run.RunOptions, runner: CommandRu
     progress.say(f"results: {options.results_dir}/results.json, one directory per kernel")
     verdict = matrix.status(columns)
     return {"passed": EXIT_PASSED, "failed": EXIT_FAILED}.get(verdict, EXIT_HARNESS)
+
+
+def _merge(args: argparse.Namespace, progress: Progress) -> int:
+    report = merge.merge_directories(args.sources, args.results, args.allow_mixed,
+                                     args.baseline, args.strict_known_issues)
+    progress.say(summary(report))
+    if report.baseline:
+        progress.say(f"compared with the baseline {report.baseline}:\n" + compare.table(
+            [compare.Row(**c) for c in report.baseline_changes]))
+    progress.say(f"merged {len(args.sources)} results into {args.results}/results.json, "
+                 "junit.xml, results.ktap")
+    return EXIT_PASSED if report.passed() else EXIT_FAILED
 
 
 def _bisect(args: argparse.Namespace, options: run.RunOptions, runner: CommandRunner,

@@ -78,6 +78,8 @@ class RunReport:
     # --shard: which part of the selection this run is ("K/N"), and the whole selection
     # (every nodeid of all N parts) it was cut from, which a merge checks.
     shard: dict[str, Any] = field(default_factory=dict)
+    # `merge`: the results directories this report was made from.
+    merged_from: list[str] = field(default_factory=list)
     # The signal that stopped the harness (SIGINT, SIGTERM), if one did.
     interrupted: str = ""
     # Guest boots so far, including those of the runs a --resume continued.
