@@ -64,7 +64,7 @@ EVENTS_FD_VARIABLE = "HMM_HARNESS_EVENTS_FD"
 
 
 class EventChannel:
-    """Writes events to the host as JSON lines, one write() per event.
+    """Writes events to the host as JSON lines.
 
     A virtio-serial port opens only once, so the init opens it and pytest inherits the fd.
     """
@@ -85,8 +85,11 @@ class EventChannel:
         return self._fd
 
     def send(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"event": event, **fields}) + "\n"
-        os.write(self._fd, line.encode())
+        data = memoryview((json.dumps({"event": event, **fields}) + "\n").encode())
+        # A virtio-serial port takes at most 32 KiB a write(); a selection of a few hundred
+        # tests is longer than that.
+        while data:
+            data = data[os.write(self._fd, data):]
 
     def close(self) -> None:
         os.close(self._fd)
