@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from harness import bisect, compare, debian, matrix, merge, run
+from harness import bisect, compare, debian, matrix, merge, parallel, run
 from harness.commands import CommandRunner
 from harness.errors import HarnessError, Interrupted, UsageError
 from harness.paths import default_cache_dir
@@ -301,7 +301,8 @@ def _main(argv: list[str]) -> int:
             return _bisect(args, options, runner, progress)
         if len(args.kernel or []) > 1:
             return _matrix(args, options, runner, progress)
-        report = run.run(options, runner, progress)
+        report = parallel.run_jobs(options, runner, progress) if options.jobs > 1 \
+            else run.run(options, runner, progress)
     except HarnessError as error:
         print(f"error: {error.problem}", file=sys.stderr)
         if error.fix:
@@ -327,6 +328,10 @@ def _matrix(args: argparse.Namespace, options: run.RunOptions, runner: CommandRu
         raise UsageError("--kernel more than once goes with 'run', without --module and "
                          "--modules-dir (they belong to one kernel)",
                          "run one kernel at a time for those")
+    if options.jobs > 1:
+        raise UsageError("--jobs runs one kernel's shards; with --kernel more than once the "
+                         "kernels run one after the other", "run each kernel with --jobs on "
+                         "its own, then 'merge --allow-mixed' their results")
     columns = matrix.run_matrix(options, args.kernel, runner, progress)
     if options.dry_run:
         return EXIT_PASSED

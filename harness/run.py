@@ -96,6 +96,9 @@ def validate(options: RunOptions) -> None:
     if options.test_timeout <= 0:
         raise UsageError(f"--test-timeout {options.test_timeout} is not a positive number of "
                          "seconds", "give each test at least a second, e.g. --test-timeout 120")
+    if options.jobs < 1:
+        raise UsageError(f"--jobs {options.jobs}: at least one guest runs",
+                         "give --jobs 1 or more")
     if options.repeat < 1:
         raise UsageError(f"--repeat {options.repeat}: a selection runs at least once",
                          "give --repeat 1 or more")
