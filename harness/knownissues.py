@@ -2,8 +2,10 @@
 is judged against them.
 
 A test that goes wrong exactly the way an entry expects becomes `known-failure`: listed, but
-not failing the run. A known issue that passed is `fixed?`. A test that goes wrong another way
-than its entry says keeps its outcome and fails the run as any failure does.
+not failing the run. A known issue that passed is `fixed?`, unless the entry says the bug is
+intermittent (a race that most runs miss): then a pass is `not reproduced`, which proves
+nothing. A test that goes wrong another way than its entry says keeps its outcome and fails
+the run as any failure does.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ PROJECT_FILE = PROJECT_ROOT / "known-issues.toml"
 EXPECTABLE = frozenset({"failed", "error", "kernel-error", "hung", "crashed"})
 KNOWN_FAILURE = "known-failure"
 FIXED = "fixed?"
+NOT_REPRODUCED = "not reproduced"
 UNEXPECTED = "unexpected"
 _VERSION_CONDITION = re.compile(r"^(>=|<=|==|<|>)\s*(\d+(?:\.\d+)*)$")
 _VARIANTS = ("private", "coherent")
@@ -38,6 +41,7 @@ class Expectation:
     message: str = ""  # a regular expression searched in the test's message
     kernel_error: str = ""  # a regular expression every kernel error report must match
     own_outcome: str = ""  # the test's own verdict under a kernel-error
+    kernel_log: str = ""  # a regular expression searched in the test's kernel log
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class KnownIssue:
     release: str = ""  # e.g. ">=7.2, <7.4"
     origin: str = ""  # an fnmatch pattern over the kernel's origin
     config: dict[str, str] = field(default_factory=dict)
+    intermittent: bool = False  # a pass does not show the bug is gone
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class KernelFacts:
 @dataclass(frozen=True)
 class Judgement:
     issue: KnownIssue
-    state: str  # KNOWN_FAILURE, FIXED or UNEXPECTED
+    state: str  # KNOWN_FAILURE, FIXED, NOT_REPRODUCED or UNEXPECTED
 
 
 def load(paths: tuple[Path, ...]) -> list[KnownIssue]:
@@ -113,7 +118,11 @@ def _entry(entry: dict[str, Any], where: str) -> KnownIssue:
     kernels = entry.get("kernels", {})
     release = str(kernels.get("release", ""))
     _version_conditions(release, where)
-    allowed = {"id", "tests", "expect", "diagnosis", "docs", "variants", "kernels"}
+    allowed = {"id", "tests", "expect", "diagnosis", "docs", "variants", "kernels",
+               "intermittent"}
+    if not isinstance(entry.get("intermittent", False), bool):
+        raise UsageError(f"{where}: intermittent must be true or false",
+                         "write intermittent = true for a race most runs miss")
     if extra := sorted(set(entry) - allowed):
         raise UsageError(f"{where}: unknown key {', '.join(extra)}",
                          f"known keys: {', '.join(sorted(allowed))}")
@@ -121,7 +130,8 @@ def _entry(entry: dict[str, Any], where: str) -> KnownIssue:
                       diagnosis=" ".join(str(need("diagnosis")).split()), source=where,
                       docs=str(entry.get("docs", "")), variants=variants, release=release,
                       origin=str(kernels.get("origin", "")),
-                      config={str(k): str(v) for k, v in kernels.get("config", {}).items()})
+                      config={str(k): str(v) for k, v in kernels.get("config", {}).items()},
+                      intermittent=bool(entry.get("intermittent", False)))
 
 
 def _checked_expectation(raw: dict[str, Any], where: str) -> dict[str, str]:
@@ -131,10 +141,11 @@ def _checked_expectation(raw: dict[str, Any], where: str) -> dict[str, str]:
                          f"{', '.join(sorted(EXPECTABLE))}",
                          "a known issue describes how a test goes wrong, never a pass or skip")
     fields = {k: str(v) for k, v in raw.items()}
-    if extra := sorted(set(fields) - {"outcome", "message", "kernel_error", "own_outcome"}):
+    known = {"outcome", "message", "kernel_error", "own_outcome", "kernel_log"}
+    if extra := sorted(set(fields) - known):
         raise UsageError(f"{where}: unknown key {', '.join(extra)} in expect",
-                         "use outcome, message, kernel_error, own_outcome")
-    for key in ("message", "kernel_error"):
+                         f"use {', '.join(sorted(known))}")
+    for key in ("message", "kernel_error", "kernel_log"):
         try:
             re.compile(fields.get(key, ""))
         except re.error as error:
@@ -197,26 +208,33 @@ def matches_test(issue: KnownIssue, nodeid: str) -> bool:
                for pattern in issue.tests)
 
 
-def expectation_holds(expect: Expectation, outcome: str, message: str,
-                      kernel_errors: list[str], own_outcome: str) -> bool:
+def expectation_holds(expect: Expectation, test: TestOutcome, outcome: str) -> bool:
+    """Whether `test`, which went `outcome`, went wrong the way `expect` says."""
     return (outcome == expect.outcome
-            and (not expect.message or re.search(expect.message, message) is not None)
-            and (not expect.kernel_error or (bool(kernel_errors) and all(
-                re.search(expect.kernel_error, e) for e in kernel_errors)))
-            and (not expect.own_outcome or own_outcome == expect.own_outcome))
+            and (not expect.message or re.search(expect.message, test.message) is not None)
+            and (not expect.kernel_error or (bool(test.kernel_errors) and all(
+                re.search(expect.kernel_error, e) for e in test.kernel_errors)))
+            and (not expect.own_outcome or test.own_outcome == expect.own_outcome)
+            and (not expect.kernel_log or re.search(
+                expect.kernel_log, "\n".join(test.kernel_log), re.MULTILINE) is not None))
 
 
-def judge(issues: list[KnownIssue], kernel: KernelFacts, nodeid: str, outcome: str,
-          message: str, kernel_errors: list[str], own_outcome: str) -> Judgement | None:
+def judge(issues: list[KnownIssue], kernel: KernelFacts, test: TestOutcome,
+          outcome: str) -> Judgement | None:
     """The first entry for this test and kernel, and what this outcome means for it."""
-    relevant = [i for i in issues if matches_test(i, nodeid) and applies_to_kernel(i, kernel)]
+    relevant = [i for i in issues
+                if matches_test(i, test.nodeid) and applies_to_kernel(i, kernel)]
     for issue in relevant:
-        if any(expectation_holds(e, outcome, message, kernel_errors, own_outcome)
-               for e in issue.expect):
+        if any(expectation_holds(e, test, outcome) for e in issue.expect):
             return Judgement(issue, KNOWN_FAILURE)
     if not relevant or outcome not in EXPECTABLE | {"passed"}:
         return None  # a skip or a test that never ran says nothing about the issue
-    return Judgement(relevant[0], FIXED if outcome == "passed" else UNEXPECTED)
+    if outcome == "passed":
+        # Of several entries for the test, a pass says most about the one that is not a race.
+        steady = [i for i in relevant if not i.intermittent]
+        return Judgement(steady[0], FIXED) if steady else \
+            Judgement(relevant[0], NOT_REPRODUCED)
+    return Judgement(relevant[0], UNEXPECTED)
 
 
 def apply(tests: list[TestOutcome], issues: list[KnownIssue], kernel: KernelFacts) -> None:
@@ -224,8 +242,7 @@ def apply(tests: list[TestOutcome], issues: list[KnownIssue], kernel: KernelFact
     in actual_outcome), fixed? or unexpected."""
     for test in tests:
         observed = test.actual_outcome or test.outcome
-        judgement = judge(issues, kernel, test.nodeid, observed, test.message,
-                          test.kernel_errors, test.own_outcome)
+        judgement = judge(issues, kernel, test, observed)
         if judgement is None:
             continue
         test.known_issue_id = judgement.issue.id

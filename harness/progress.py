@@ -65,6 +65,10 @@ def summary(report: RunReport) -> str:
         strict = " (fails the run: --strict-known-issues)" if report.strict_known_issues else ""
         lines.append(f"FIXED? known issues that passed{strict}: update known-issues.toml")
         lines += [f"  {t.nodeid}  ({t.known_issue_id})" for t in fixed]
+    if quiet := [t for t in report.tests if t.known_issue_state == "not reproduced"]:
+        lines.append("INTERMITTENT known issues not reproduced this time (a pass proves "
+                     "nothing for a race)")
+        lines += [f"  {t.nodeid}  ({t.known_issue_id})" for t in quiet]
     bad = [t for t in report.tests if t.outcome not in ACCEPTED]
     if bad:
         lines.append("NOT PASSED")

@@ -39,7 +39,8 @@ class TestOutcome:
     # The test's own verdict when the kernel's error made it a kernel-error.
     own_outcome: str = ""
     # A known issue (harness.knownissues) that names this test: its id, its diagnosis, and
-    # whether the outcome was the known one (known-failure), a pass (fixed?) or another
+    # whether the outcome was the known one (known-failure), a pass (fixed?, or not
+    # reproduced for an intermittent issue) or another
     # failure (unexpected). actual_outcome is what happened when outcome is known-failure.
     known_issue_id: str = ""
     known_issue: str = ""

@@ -112,3 +112,51 @@ def test_a_hang_cut_short_by_the_kernels_stall_report_is_the_known_one(data_dir)
     tests = judged(data_dir, "results-private-7.2-stall.json")
     assert {t.outcome for t in tests.values()} == {"known-failure"}
     assert {t.actual_outcome for t in tests.values()} == {"hung"}
+
+
+CRASH_RUN = "results-private-7.2-thp-free-crash.json"
+WHOLE = "tests/guest/test_evict_pfns.py::test_{}_huge_pages_are_freed[private-whole]"
+PARTIAL = "tests/guest/test_evict_pfns.py::test_{}_huge_pages_are_freed[private-partial]"
+
+
+def test_the_thp_free_race_crash_is_known_by_its_stack(data_dir):
+    """A cold run of the default suite where the race crashed copy_page() instead of locking
+    up, and the partial variants passed."""
+    tests = judged(data_dir, CRASH_RUN)
+    crash = tests[WHOLE.format("migrate_back_while")]
+    assert (crash.outcome, crash.actual_outcome, crash.known_issue_id) == (
+        "known-failure", "crashed", "thp-free-race-freed-device-thp-copied")
+    assert tests[WHOLE.format("evict_while")].known_issue_id == "thp-free-race-soft-lockup"
+
+
+def test_an_intermittent_issue_that_passed_is_not_reproduced_not_fixed(data_dir):
+    tests = judged(data_dir, CRASH_RUN)
+    for name in ("evict_while", "migrate_back_while"):
+        test = tests[PARTIAL.format(name)]
+        assert (test.outcome, test.known_issue_state) == ("passed", "not reproduced")
+    report = results.from_json(json.loads((data_dir / CRASH_RUN).read_text()))
+    report.tests, report.strict_known_issues = list(tests.values()), True
+    assert report.fixed_known_issues() == []
+
+
+def test_another_crash_of_the_same_test_is_not_the_known_one(data_dir):
+    tests = captured(data_dir, CRASH_RUN)
+    crash = next(t for t in tests if t.nodeid == WHOLE.format("migrate_back_while"))
+    crash.kernel_log = [line.replace("dmirror_devmem_fault_alloc_and_copy", "other_function")
+                        for line in crash.kernel_log]
+    knownissues.apply([crash], knownissues.load((knownissues.PROJECT_FILE,)), DEBIAN_72)
+    assert (crash.outcome, crash.known_issue_state) == ("crashed", "unexpected")
+
+
+def test_a_steady_entry_that_passed_is_fixed_even_beside_an_intermittent_one(data_dir):
+    test = results.TestOutcome(WHOLE.format("evict_while"), "passed")
+    knownissues.apply([test], knownissues.load((knownissues.PROJECT_FILE,)), DEBIAN_72)
+    assert (test.known_issue_state, test.known_issue_id) == ("fixed?",
+                                                             "thp-free-race-soft-lockup")
+
+
+def test_intermittent_must_be_a_boolean():
+    entry = {"id": "x", "tests": ["t"], "expect": [{"outcome": "failed"}], "diagnosis": "d",
+             "intermittent": "sometimes"}
+    with pytest.raises(UsageError, match="intermittent must be true or false"):
+        knownissues.parse({"issue": [entry]}, "f.toml")
