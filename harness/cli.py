@@ -122,6 +122,9 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict-known-issues", action="store_true",
                         help="a known issue whose test now passes (fixed?) fails the run, so "
                              "the list stays true")
+    parser.add_argument("--kcidb-origin", default="hmm_harness", metavar="NAME",
+                        help="the KCIDB origin (your CI system's name, [a-z0-9_]) of "
+                             "results.kcidb.json (default: %(default)s)")
     parser.add_argument("--baseline", type=Path, metavar="DIR",
                         help="compare with an earlier run (its results directory or "
                              "results.json): exit 1 only for regressions, tests that passed "
@@ -248,7 +251,7 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
         baseline=args.baseline.resolve() if args.baseline else None,
         shard=getattr(args, "shard", None),
         durations=args.durations.resolve() if getattr(args, "durations", None) else None,
-        jobs=getattr(args, "jobs", 1))
+        jobs=getattr(args, "jobs", 1), kcidb_origin=args.kcidb_origin)
 
 
 def explicit_options(argv: Sequence[str]) -> list[str]:
@@ -349,7 +352,7 @@ def _merge(args: argparse.Namespace, progress: Progress) -> int:
         progress.say(f"compared with the baseline {report.baseline}:\n" + compare.table(
             [compare.Row(**c) for c in report.baseline_changes]))
     progress.say(f"merged {len(args.sources)} results into {args.results}/results.json, "
-                 "junit.xml, results.ktap")
+                 "junit.xml, results.ktap, results.kcidb.json")
     return EXIT_PASSED if report.passed() else EXIT_FAILED
 
 

@@ -162,6 +162,8 @@ def _report_fields(parts: list[Part], mixed: bool) -> RunReport:
         interrupted=next((r.interrupted for r in reports if r.interrupted), ""),
         boots=sum(r.boots for r in reports),
         finished=all(r.finished for r in reports),
+        started_at=min((r.started_at for r in reports if r.started_at), default=""),
+        kcidb_origin=first.kcidb_origin,
         merged_from=[p.source for p in parts])
 
 

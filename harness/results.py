@@ -79,6 +79,9 @@ class RunReport:
     # --shard: which part of the selection this run is ("K/N"), and the whole selection
     # (every nodeid of all N parts) it was cut from, which a merge checks.
     shard: dict[str, Any] = field(default_factory=dict)
+    # When the run started (ISO 8601, UTC), and the KCIDB origin its results.kcidb.json uses.
+    started_at: str = ""
+    kcidb_origin: str = ""
     # `merge`: the results directories this report was made from.
     merged_from: list[str] = field(default_factory=list)
     # The signal that stopped the harness (SIGINT, SIGTERM), if one did.

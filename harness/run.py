@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from harness import (
     debian,
     debuginfo,
     guestbuild,
+    kcidb,
     kconfig,
     kernels,
     kernelspec,
@@ -86,6 +88,7 @@ class RunOptions:
     shard: str | None = None  # --shard K/N, checked by validate()
     durations: Path | None = None  # an earlier run's results, to balance the shards
     jobs: int = 1  # shards run as this many guests at once (harness.parallel)
+    kcidb_origin: str = "hmm_harness"  # the `origin` of results.kcidb.json
 
 
 OPTIONS_FILE = "run-options.json"
@@ -96,6 +99,7 @@ def validate(options: RunOptions) -> None:
     if options.test_timeout <= 0:
         raise UsageError(f"--test-timeout {options.test_timeout} is not a positive number of "
                          "seconds", "give each test at least a second, e.g. --test-timeout 120")
+    kcidb.check_origin(options.kcidb_origin)
     if options.jobs < 1:
         raise UsageError(f"--jobs {options.jobs}: at least one guest runs",
                          "give --jobs 1 or more")
@@ -415,7 +419,8 @@ class Session:
             kconfig=kconfig.checked_values(prepared.options_set),
             accelerator=prepared.accel.accel, mode=options.mode,
             strict_known_issues=options.strict_known_issues,
-            baseline=str(options.baseline or ""))
+            baseline=str(options.baseline or ""), kcidb_origin=options.kcidb_origin,
+            started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
         self.order: list[str] = []
         self.rounds: list[list[results.TestOutcome]] = []
         if previous is not None:
@@ -427,6 +432,7 @@ class Session:
             self.report.session_kernel_log = previous.session_kernel_log
             self.report.measurements = previous.measurements
             self.report.shard = previous.shard
+            self.report.started_at = previous.started_at or self.report.started_at
         self.early_deaths: list[Path] = []
         self.monitor_dir = Path(tempfile.mkdtemp(prefix="hmm-harness-"))
         self.current_events: list[dict[str, Any]] = []
@@ -609,6 +615,8 @@ def write_reports(report: results.RunReport, results_dir: Path) -> None:
                                                               indent=2))
     write_atomically(results_dir / "junit.xml", results.to_junit(report))
     write_atomically(results_dir / "results.ktap", ktap.to_ktap(report))
+    write_atomically(results_dir / "results.kcidb.json",
+                     json.dumps(kcidb.to_kcidb(report), indent=2))
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -622,7 +630,8 @@ def write_atomically(path: Path, text: str) -> None:
 
 def clean_results(results_dir: Path) -> None:
     """Results of an earlier run in the same directory must not pass for this run's."""
-    for pattern in ("results.json", "junit.xml", "results.ktap", "console*.log",
+    for pattern in ("results.json", "junit.xml", "results.ktap", "results.kcidb.json",
+                    "console*.log",
                     "events*.jsonl", OPTIONS_FILE):
         for path in results_dir.glob(pattern):
             path.unlink()
