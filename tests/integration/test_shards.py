@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import kcidb_io
 import pytest
 
 from harness.paths import PROJECT_ROOT
@@ -48,6 +49,9 @@ def test_two_jobs_merge_into_the_report_of_the_whole_run(tmp_path):
     assert shards[0]["shard"]["selection"] == [n for n, _ in outcomes(report(whole))]
     for name in ("junit.xml", "results.ktap"):
         assert (jobs / name).stat().st_size > 0
+    kcidb = json.loads((jobs / "results.kcidb.json").read_text())
+    kcidb_io.schema.V5_3.validate_exactly(kcidb)
+    assert len([t for t in kcidb["tests"] if t["status"] == "PASS"]) == len(merged["tests"])
     # The shards merged again by hand give the same report.
     again = tmp_path / "again"
     assert harness("merge", str(jobs / "shard-2"), str(jobs / "shard-1"), "--results",
