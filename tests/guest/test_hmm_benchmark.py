@@ -15,6 +15,16 @@ from harness.guest import hmm
 from harness.guest.hmm import PAGE_SIZE, HmmBuffer, int_sequence
 
 
+def where_the_pages_are(dmirror: hmm.MirrorDevice, buffer: HmmBuffer) -> str:
+    """After a migration left pages behind (ENOENT): which ones, for the diagnosis."""
+    dmirror.snapshot(buffer.addr, buffer.npages, buffer.mirror_ptr)
+    behind = [i for i, prot in enumerate(buffer.mirror_prots())
+              if not prot & (hmm.Prot.DEV_PRIVATE_LOCAL | hmm.Prot.DEV_COHERENT_LOCAL)]
+    shown = ", ".join(map(str, behind[:16])) + (" ..." if len(behind) > 16 else "")
+    return (f"{len(behind)} of {buffer.npages} pages were not migrated (page indexes: "
+            f"{shown or 'none'})")
+
+
 def migration_benchmark(dmirror: hmm.MirrorDevice, size: int, use_thp: bool,
                         iterations: int) -> tuple[float, float]:
     """Mean seconds of one migration to the device and of one back."""
@@ -23,7 +33,11 @@ def migration_benchmark(dmirror: hmm.MirrorDevice, size: int, use_thp: bool,
         buffer.madvise(hmm.MADV_HUGEPAGE if use_thp else hmm.MADV_NOHUGEPAGE)
         buffer.fill_repeated(int_sequence(256))  # ptr[i] = i & 0xFF
 
-        dmirror.migrate_to_device(buffer.addr, npages, buffer.mirror_ptr)
+        try:
+            dmirror.migrate_to_device(buffer.addr, npages, buffer.mirror_ptr)
+        except hmm.NoEntry as error:
+            error.add_note(where_the_pages_are(dmirror, buffer))
+            raise
         dmirror.migrate_to_system(buffer.addr, npages, buffer.mirror_ptr)
         to_device = to_system = 0.0
         for _ in range(iterations):
