@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from harness import bisect, compare, debian, matrix, merge, parallel, run
+from harness import bisect, compare, debian, lavaprep, matrix, merge, parallel, run
 from harness.commands import CommandRunner
 from harness.errors import HarnessError, Interrupted, UsageError
 from harness.paths import default_cache_dir
@@ -225,7 +225,82 @@ def build_parser() -> argparse.ArgumentParser:
                         help="judge the merged report against an earlier run, as run does")
     mergep.add_argument("--strict-known-issues", action="store_true",
                         help="a known issue that passed (fixed?) fails the merged report")
+    _lava_parser(commands)
     return parser
+
+
+LAVA_DESCRIPTION = """\
+Write a LAVA job definition (device_type: qemu) that runs the same suites as 'run', and
+prepare its artefacts in --output from the harness's cache: the kernel image (vmlinuz), the
+LAVA initramfs (initramfs.cpio.gz), the guest root as a squashfs image (rootfs.squashfs) and
+test_hmm.ko, all to be served under --artifact-url. The job is job.yaml; local-device.yaml is
+a device dictionary for trying it with lava-run on this machine. See docs/lava.md.
+Exit status: 0 when the job was written, 125 when it could not be.
+"""
+
+
+def _lava_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    lavap = commands.add_parser("lava-job", help="write a LAVA job that runs the suites",
+                                description=LAVA_DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    lavap.add_argument("--artifact-url", required=True, metavar="BASE",
+                       help="the URL the artefacts will be served from (http://, https:// or "
+                            "file://); the job downloads BASE/vmlinuz and so on")
+    lavap.add_argument("--output", type=Path, default=Path("hmm-lava"), metavar="DIR",
+                       help="where the artefacts, job.yaml and local-device.yaml go "
+                            "(default: %(default)s)")
+    lavap.add_argument("--kernel", metavar="SPEC", action="append",
+                       help="the kernel, as for 'run' (once); it must have virtio-blk, "
+                            "squashfs with zstd and overlayfs, as Debian's kernels do")
+    lavap.add_argument("--modules-dir", type=Path, metavar="DIR",
+                       help="with --kernel BZIMAGE, as for 'run'")
+    lavap.add_argument("--test-hmm-source", type=Path, metavar="PATH",
+                       help="build test_hmm from this source, as for 'run'")
+    lavap.add_argument("--debug", dest="debug_kernel", action="store_true",
+                       help="for a kernel source tree, as for 'run'")
+    lavap.add_argument("--module", type=Path, metavar="KO",
+                       help="ship this prebuilt test_hmm.ko, as for 'run'")
+    lavap.add_argument("--mode", default="private", metavar="MODE",
+                       help="private, coherent or all, as for 'run' (default: %(default)s)")
+    lavap.add_argument("-k", dest="keyword", metavar="EXPR",
+                       help="only tests matching this pytest -k expression")
+    lavap.add_argument("--suite", action="append", dest="suites", metavar="PATH",
+                       help="a suite file or directory under the project, repeatable "
+                            f"(default: {' '.join(run.DEFAULT_SUITES)})")
+    lavap.add_argument("--test-timeout", type=int, default=DEFAULT_TEST_TIMEOUT,
+                       metavar="SECONDS",
+                       help="pytest-timeout for each test in the guest (default: %(default)s)")
+    lavap.add_argument("--run-timeout", type=int, default=5400, metavar="SECONDS",
+                       help="the timeout of the job's test action (default: %(default)s)")
+    lavap.add_argument("--cpus", type=int, default=2,
+                       help="guest vCPUs (default: %(default)s)")
+    lavap.add_argument("--memory", type=int, metavar="MIB", dest="memory_mib",
+                       help="guest memory in MiB, as for 'run'")
+    lavap.add_argument("--accel", default="auto", metavar="ACCEL",
+                       help="tcg: the job asks the device for TCG (context no_kvm); auto or "
+                            "kvm leave it to the device (default: %(default)s)")
+    lavap.add_argument("--mirror", default=debian.DEFAULT_MIRROR, metavar="URL",
+                       help="Debian mirror for kernels and the guest root "
+                            "(default: %(default)s)")
+    lavap.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                       help="downloads and builds, as for 'run'")
+    lavap.add_argument("--dry-run", action="store_true",
+                       help="print the commands it would execute, and execute none")
+
+
+def lava_request(args: argparse.Namespace) -> lavaprep.LavaJobRequest:
+    if len(args.kernel or []) > 1:
+        raise UsageError("lava-job writes a job for one kernel", "give --kernel once")
+    output = args.output.resolve()
+    options = run.RunOptions(
+        results_dir=output, cache_dir=args.cache_dir or default_cache_dir(),
+        kernel=args.kernel[0] if args.kernel else None, mode=args.mode, keyword=args.keyword,
+        suites=tuple(args.suites or run.DEFAULT_SUITES), mirror=args.mirror, accel=args.accel,
+        cpus=args.cpus, memory_mib=args.memory_mib, test_timeout=args.test_timeout,
+        run_timeout=args.run_timeout, module=args.module, modules_dir=args.modules_dir,
+        test_hmm_source=args.test_hmm_source, debug_kernel=args.debug_kernel,
+        dry_run=args.dry_run)
+    return lavaprep.LavaJobRequest(options, output, args.artifact_url)
 
 
 def options_from(args: argparse.Namespace) -> run.RunOptions:
@@ -291,8 +366,10 @@ def _main(argv: list[str]) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "merge":
             return _merge(args, progress)
-        if args.command not in ("run", "bench", "bisect"):
+        if args.command not in ("run", "bench", "bisect", "lava-job"):
             raise UsageError("no command given", "try 'python -m harness run --help'")
+        if args.command == "lava-job":
+            return _lava_job(args, progress)
         if getattr(args, "resume", None) is not None and \
                 (extra := [o for o in explicit_options(argv) if o not in ("command", "resume")]):
             raise UsageError(f"--resume takes no other option (given: {', '.join(extra)})",
@@ -367,3 +444,13 @@ def _bisect(args: argparse.Namespace, options: run.RunOptions, runner: CommandRu
     progress.say("bisection:\n" + bisect.text(report))
     progress.say(f"results: {options.results_dir}/bisect.json, bisect-log.txt, steps/")
     return EXIT_PASSED if report.culprit else EXIT_HARNESS
+
+
+def _lava_job(args: argparse.Namespace, progress: Progress) -> int:
+    request = lava_request(args)
+    runner = CommandRunner(dry_run=request.run_options.dry_run)
+    lavaprep.prepare(request, runner, progress)
+    if not runner.dry_run:
+        progress.say(f"LAVA job: {request.output_dir}/job.yaml; serve the artefacts in "
+                     f"{request.output_dir} at {request.artifact_url}")
+    return EXIT_PASSED

@@ -96,6 +96,12 @@ OPTIONS_FILE = "run-options.json"
 
 def validate(options: RunOptions) -> None:
     """Checks that need no download and change nothing, so bad input fails in a second."""
+    validate_request(options)
+    require_qemu(options.qemu)
+
+
+def validate_request(options: RunOptions) -> None:
+    """validate() but for QEMU on this host: what a LAVA job, run elsewhere, checks too."""
     if options.test_timeout <= 0:
         raise UsageError(f"--test-timeout {options.test_timeout} is not a positive number of "
                          "seconds", "give each test at least a second, e.g. --test-timeout 120")
@@ -124,7 +130,6 @@ def validate(options: RunOptions) -> None:
                          f"{qemu.DEFAULT_MEMORY_MIB[True]} MiB), or use --mode private")
     if options.accel not in ("auto", "kvm", "tcg"):
         raise UsageError(f"unknown --accel '{options.accel}'", "use auto, kvm or tcg")
-    require_qemu(options.qemu)
     if options.module is not None and not options.module.is_file():
         raise UsageError(f"--module {options.module} is not a file",
                          "give the path of a built test_hmm.ko, or drop --module")
