@@ -73,6 +73,15 @@ def test_the_github_workflow_passes_actionlint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def broken_copy(template: Path, old: str, new: str, directory: Path) -> Path:
+    """A copy of `template` with `old` (which must be there) replaced by `new`."""
+    text = template.read_text()
+    assert old in text
+    broken = directory / template.name
+    broken.write_text(text.replace(old, new))
+    return broken
+
+
 @pytest.mark.parametrize(("old", "new", "rule"), [
     ("needs: [baseline, hmm]", "needs: [baseline, hmm-shards]", "job-needs"),
     ("if: needs.baseline.outputs.compare == 'true'",
@@ -81,11 +90,7 @@ def test_the_github_workflow_passes_actionlint() -> None:
 ])
 def test_actionlint_rejects_a_broken_workflow(tmp_path: Path, old: str, new: str,
                                               rule: str) -> None:
-    text = GITHUB.read_text()
-    assert old in text
-    broken = tmp_path / "hmm.yml"
-    broken.write_text(text.replace(old, new))
-    result = actionlint(broken)
+    result = actionlint(broken_copy(GITHUB, old, new, tmp_path))
     assert result.returncode != 0
     assert f"[{rule}]" in result.stdout
 
@@ -101,11 +106,7 @@ def test_the_gitlab_file_matches_gitlabs_schema() -> None:
 ])
 def test_the_gitlab_schema_rejects_a_broken_file(tmp_path: Path, old: str, new: str,
                                                  error: str) -> None:
-    text = GITLAB.read_text()
-    assert old in text
-    broken = tmp_path / "hmm.gitlab-ci.yml"
-    broken.write_text(text.replace(old, new))
-    result = gitlab_schema(broken)
+    result = gitlab_schema(broken_copy(GITLAB, old, new, tmp_path))
     assert result.returncode != 0
     assert error in result.stdout
 
