@@ -6,10 +6,21 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
-from harness import bisect, compare, debian, lavaprep, matrix, merge, parallel, run
+from harness import (
+    bisect,
+    compare,
+    debian,
+    lavaprep,
+    matrix,
+    merge,
+    parallel,
+    run,
+    startupbench,
+)
 from harness.commands import CommandRunner
 from harness.errors import HarnessError, Interrupted, UsageError
 from harness.paths import default_cache_dir
@@ -185,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "table shows Python/C throughput ratios. Figures go to results.json "
                     "'benchmark'. Exit status as for run.")
     _common_options(benchp)
+    benchp.add_argument("--startup", action="store_true",
+                        help="instead: measure a warm run's start-up, phase by phase (host "
+                             "work, kernel boot, initramfs, Python, pytest, module load, "
+                             "collection, first test), against a bare boot of the same kernel "
+                             "with a busybox initramfs; figures go to DIR/startup.json")
+    benchp.add_argument("--rounds", type=int, default=3, metavar="N",
+                        help="with --startup: bare boots and measured runs, in pairs "
+                             "(default 3; the medians are printed)")
     bisectp = commands.add_parser(
         "bisect", help="find the first commit where the selected tests stop passing",
         description="Bisect --tree between --good and --bad: at each step build and run as "
@@ -381,6 +400,8 @@ def _main(argv: list[str]) -> int:
             return _bisect(args, options, runner, progress)
         if len(args.kernel or []) > 1:
             return _matrix(args, options, runner, progress)
+        if getattr(args, "startup", False):
+            return _bench_startup(args, options, runner, progress)
         report = parallel.run_jobs(options, runner, progress) if options.jobs > 1 \
             else run.run(options, runner, progress)
     except HarnessError as error:
@@ -419,6 +440,19 @@ def _matrix(args: argparse.Namespace, options: run.RunOptions, runner: CommandRu
     progress.say(f"results: {options.results_dir}/results.json, one directory per kernel")
     verdict = matrix.status(columns)
     return {"passed": EXIT_PASSED, "failed": EXIT_FAILED}.get(verdict, EXIT_HARNESS)
+
+
+def _bench_startup(args: argparse.Namespace, options: run.RunOptions, runner: CommandRunner,
+                   progress: Progress) -> int:
+    if args.rounds < 1:
+        raise UsageError(f"--rounds {args.rounds} is not a positive count",
+                         "give at least one round, e.g. --rounds 3")
+    if options.reference:
+        raise UsageError("--startup measures the harness's own start-up; --reference adds "
+                         "the C selftest after the tests", "give one of them")
+    options = replace(options, keyword=None, suites=run.DEFAULT_SUITES)
+    startupbench.bench_startup(options, args.rounds, runner, progress)
+    return EXIT_PASSED
 
 
 def _merge(args: argparse.Namespace, progress: Progress) -> int:

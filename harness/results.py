@@ -86,6 +86,8 @@ class RunReport:
     merged_from: list[str] = field(default_factory=list)
     # The signal that stopped the harness (SIGINT, SIGTERM), if one did.
     interrupted: str = ""
+    # The first boot's moments on the host's and the guest's clock (harness.startup).
+    startup: dict[str, Any] = field(default_factory=dict)
     # Guest boots so far, including those of the runs a --resume continued.
     boots: int = 0
     finished: bool = False

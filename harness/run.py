@@ -32,6 +32,7 @@ from harness import (
     reference,
     results,
     resultsdir,
+    startup,
     vm,
 )
 from harness.commands import CommandRunner, require_tool
@@ -438,6 +439,7 @@ class Session:
             self.report.measurements = previous.measurements
             self.report.shard = previous.shard
             self.report.started_at = previous.started_at or self.report.started_at
+            self.report.startup = previous.startup
         self.early_deaths: list[Path] = []
         self.monitor_dir = Path(tempfile.mkdtemp(prefix="hmm-harness-"))
         self.current_events: list[dict[str, Any]] = []
@@ -487,6 +489,10 @@ class Session:
                             options.test_timeout, self.on_event)
             self.current_console = None
             reached = any(e["event"] == "guest-started" for e in guest.events)
+            if reached and not self.report.startup:
+                self.report.startup = startup.timeline(guest.events, guest.arrivals,
+                                                       guest.qemu_started, guest.qemu_ended)
+                self.report.startup["run_started"] = started
             if not reached and next_boot(reached, guest.timed_out, len(self.early_deaths), 0,
                                          False) is NextBoot.RETRY:
                 self.early_deaths.append(spec.console_log.rename(

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ from harness import console, qemu
 from harness.commands import CommandRunner, format_command
 
 KVM_PROBE_SECONDS = 30.0
+# How often the host looks for new events: also how late it may see the first result.
+EVENT_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,10 @@ class GuestRun:
     # The test the host gave up on: the kernel reported it stuck, or it outlived its timeout.
     hung_nodeid: str | None = None
     hung_reason: str = ""
+    # Host clock (CLOCK_MONOTONIC): when each event arrived, and QEMU's start and end.
+    arrivals: list[float] = field(default_factory=list)
+    qemu_started: float = 0.0
+    qemu_ended: float = 0.0
 
 
 # The guest's own pytest-timeout fires first; the host steps in only when the test is stuck
@@ -227,6 +233,7 @@ def boot(spec: qemu.VmSpec, runner: CommandRunner, timeout: float, test_timeout:
     console_follower = ConsoleFollower(spec.console_log)
     watchdog = Watchdog(test_timeout)
     events: list[dict[str, Any]] = []
+    arrivals: list[float] = []
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     timed_out = False
@@ -234,9 +241,11 @@ def boot(spec: qemu.VmSpec, runner: CommandRunner, timeout: float, test_timeout:
     reason = ""
 
     def take_events() -> None:
+        arrived = time.monotonic()
         for event in follower.poll():
             events.append(event)
-            watchdog.observe(event, time.monotonic())
+            arrivals.append(arrived)
+            watchdog.observe(event, arrived)
             on_event(event)
 
     try:
@@ -253,16 +262,18 @@ def boot(spec: qemu.VmSpec, runner: CommandRunner, timeout: float, test_timeout:
             if now - start > timeout:
                 timed_out = True
                 break
-            time.sleep(0.2)
+            time.sleep(EVENT_POLL_SECONDS)
     finally:
         # Also when the harness itself is interrupted: no guest outlives its run.
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+    ended = time.monotonic()
     take_events()
     stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if stderr.strip():
         events.append({"event": "qemu-stderr", "text": stderr.strip()[-4000:]})
     return GuestRun(returncode=proc.returncode, timed_out=timed_out,
-                    wall_seconds=time.monotonic() - start, events=events, hung_nodeid=hung,
-                    hung_reason=reason)
+                    wall_seconds=ended - start, events=events, hung_nodeid=hung,
+                    hung_reason=reason, arrivals=arrivals, qemu_started=start,
+                    qemu_ended=ended)

@@ -4,6 +4,7 @@
 bb=/bin/busybox
 fail() { $bb echo "hmm-harness: initramfs: $*"; $bb poweroff -f; }
 $bb mount -t proc proc /proc
+read up _ </proc/uptime; boot_times="initramfs=$up"
 $bb mount -t devtmpfs dev /dev
 # Modules the kernel has built in are not in the archive, so the list is read, not fixed.
 for m in $($bb cat /lib/modules/load-order); do
@@ -19,6 +20,7 @@ for d in tmp run var/tmp root; do $bb mount -t tmpfs -o mode=1777 tmp /newroot/$
 $bb mount -t sysfs sys /newroot/sys
 $bb mount -t proc proc /newroot/proc
 $bb mount --move /dev /newroot/dev
+read up _ </proc/uptime; boot_times="$boot_times switch_root=$up"
 $bb umount /proc
-export PYTHON_COLORS=0 TERM=dumb
+export PYTHON_COLORS=0 TERM=dumb HMM_HARNESS_BOOT_TIMES="$boot_times"
 exec $bb switch_root /newroot /usr/bin/python3 -u /hmm/project/harness/guest/init.py

@@ -74,7 +74,9 @@ def run(events: protocol.EventChannel) -> int:
            "HOME": "/root", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": "/tmp",
            protocol.EVENTS_FD_VARIABLE: str(events.fileno())}
     argv = pytest_argv(plan)
-    events.send("guest-started", release=os.uname().release, argv=argv)
+    boot_times = protocol.boot_times(os.environ.get(protocol.BOOT_TIMES_VARIABLE, ""))
+    events.send("guest-started", release=os.uname().release, argv=argv,
+                boot_times=boot_times)
     with open(f"{protocol.GUEST_RESULTS}/pytest-output{round_suffix(plan)}.log", "w") as output:
         status = subprocess.run(argv, env=env, stdout=output, stderr=subprocess.STDOUT,
                                 cwd="/tmp", pass_fds=(events.fileno(),)).returncode

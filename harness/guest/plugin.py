@@ -125,6 +125,7 @@ class HarnessReporter:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.events.send("pytest-started")
         mode = self.config.getoption("hmm_mode")
         params = self.config.getoption("hmm_module_param")
         if self.config.getoption("hmm_no_load"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from typing import Any
 
 EVENTS_PORT_NAME = "org.hmm_harness.events"
@@ -61,6 +62,25 @@ def find_events_device() -> str | None:
 
 
 EVENTS_FD_VARIABLE = "HMM_HARNESS_EVENTS_FD"
+# Guest uptimes the initramfs took before Python ran: "NAME=SECONDS ...".
+BOOT_TIMES_VARIABLE = "HMM_HARNESS_BOOT_TIMES"
+
+
+def uptime() -> float:
+    """Seconds since the guest kernel started, on the clock /proc/uptime shows."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def boot_times(text: str) -> dict[str, float]:
+    """The initramfs's timestamps, from BOOT_TIMES_VARIABLE."""
+    times = {}
+    for item in text.split():
+        name, _, seconds = item.partition("=")
+        try:
+            times[name] = float(seconds)
+        except ValueError:
+            continue
+    return times
 
 
 class EventChannel:
@@ -85,7 +105,9 @@ class EventChannel:
         return self._fd
 
     def send(self, event: str, **fields: Any) -> None:
-        data = memoryview((json.dumps({"event": event, **fields}) + "\n").encode())
+        # The guest's clock, so the host can tell where a boot's time went (bench --startup).
+        stamped = {"event": event, "uptime": round(uptime(), 4), **fields}
+        data = memoryview((json.dumps(stamped) + "\n").encode())
         # A virtio-serial port takes at most 32 KiB a write(); a selection of a few hundred
         # tests is longer than that.
         while data:
