@@ -106,6 +106,11 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--qemu", default="qemu-system-x86_64", metavar="PATH",
                         help="the QEMU binary (default: %(default)s from PATH)")
+    parser.add_argument("--guest-root", default="image", metavar="HOW",
+                        help="image: the guest root as a read-only erofs image on virtio-blk, "
+                             "built once per root (where the kernel has virtio_blk and erofs, "
+                             "else 9p, and the run says why); 9p: over virtio-9p "
+                             "(default: %(default)s)")
     parser.add_argument("--cpus", type=int, default=2,
                         help="guest vCPUs (default: %(default)s)")
     parser.add_argument("--memory", type=int, metavar="MIB", dest="memory_mib",
@@ -345,7 +350,8 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
         baseline=args.baseline.resolve() if args.baseline else None,
         shard=getattr(args, "shard", None),
         durations=args.durations.resolve() if getattr(args, "durations", None) else None,
-        jobs=getattr(args, "jobs", 1), kcidb_origin=args.kcidb_origin)
+        jobs=getattr(args, "jobs", 1), kcidb_origin=args.kcidb_origin,
+        guest_root=args.guest_root)
 
 
 def explicit_options(argv: Sequence[str]) -> list[str]:

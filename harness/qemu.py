@@ -75,6 +75,8 @@ class VmSpec:
     console_log: Path
     events_log: Path
     monitor_socket: Path
+    # The guest root as a read-only erofs image on virtio-blk; None: the "sysroot" share.
+    root_image: Path | None = None
 
 
 BASE_KERNEL_ARGS = (
@@ -116,9 +118,13 @@ def build_argv(spec: VmSpec) -> list[str]:
         # The monitor lets the host ask a hung guest for sysrq task dumps.
         "-monitor", f"unix:{spec.monitor_socket},server=on,wait=off",
     ]
+    disks: list[str] = []
+    if spec.root_image is not None:
+        disks = ["-drive", f"file={spec.root_image},format=raw,if=none,id=root,readonly=on",
+                 "-device", "virtio-blk-pci,drive=root"]
     shares: list[str] = []
     for share in spec.shares:
         ro = ",readonly=on" if share.read_only else ""
         shares += ["-virtfs", f"local,path={share.host_path},mount_tag={share.tag},"
                               f"security_model=none{ro}"]
-    return machine + boot + channels + shares
+    return machine + boot + channels + disks + shares

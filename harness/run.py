@@ -21,6 +21,7 @@ from harness import (
     debian,
     debuginfo,
     guestbuild,
+    initramfs,
     kcidb,
     kconfig,
     kernels,
@@ -32,6 +33,7 @@ from harness import (
     reference,
     results,
     resultsdir,
+    rootimage,
     startup,
     vm,
 )
@@ -90,9 +92,25 @@ class RunOptions:
     durations: Path | None = None  # an earlier run's results, to balance the shards
     jobs: int = 1  # shards run as this many guests at once (harness.parallel)
     kcidb_origin: str = "hmm_harness"  # the `origin` of results.kcidb.json
+    guest_root: str = "image"  # GUEST_ROOTS: how the guest mounts its root
 
 
 OPTIONS_FILE = "run-options.json"
+# "image": an erofs image of the root on virtio-blk where the kernel and host can, else 9p.
+GUEST_ROOTS = ("image", "9p")
+
+
+def root_image_problem(requested: str, kernel_problem: str | None,
+                       mkfs_found: bool) -> str | None:
+    """Why this run's guest mounts its root over 9p, or None: from the erofs image."""
+    if requested == "9p":
+        return "--guest-root 9p"
+    if kernel_problem is not None:
+        return kernel_problem
+    if not mkfs_found:
+        return (f"{rootimage.MKFS} is not installed (apt-get install {rootimage.MKFS_PACKAGE}, "
+                "or run ci/bootstrap)")
+    return None
 
 
 def validate(options: RunOptions) -> None:
@@ -131,6 +149,9 @@ def validate_request(options: RunOptions) -> None:
                          f"{qemu.DEFAULT_MEMORY_MIB[True]} MiB), or use --mode private")
     if options.accel not in ("auto", "kvm", "tcg"):
         raise UsageError(f"unknown --accel '{options.accel}'", "use auto, kvm or tcg")
+    if options.guest_root not in GUEST_ROOTS:
+        raise UsageError(f"unknown --guest-root '{options.guest_root}'",
+                         f"use one of: {', '.join(GUEST_ROOTS)}")
     if options.module is not None and not options.module.is_file():
         raise UsageError(f"--module {options.module} is not a file",
                          "give the path of a built test_hmm.ko, or drop --module")
@@ -328,6 +349,7 @@ class Prepared:
     debug: debuginfo.DebugInfo
     accel: vm.AccelChoice
     options_set: dict[str, str]
+    root_image: Path | None = None  # None: the root is the "sysroot" 9p share
 
 
 def prepare(options: RunOptions, runner: CommandRunner, progress: Progress) -> Prepared:
@@ -354,9 +376,29 @@ def prepare(options: RunOptions, runner: CommandRunner, progress: Progress) -> P
         # Only a speed-up: the guest collects again and reports any real problem itself.
         progress.say(f"precompiling the suites failed, the guest will compile them: "
                      f"{error.problem.splitlines()[-1]}")
+    # After precompiling, which writes pytest's rewritten plugins into the root.
+    image = guest_root_image(options, kernel, provisioned.root, options_set, runner, progress)
     accel = vm.choose_accel(options.accel, options.qemu, kernel.image, options.cache_dir, runner)
     progress.say(f"kernel: {kernel.origin}; accelerator: {accel.accel} ({accel.reason})")
-    return Prepared(kernel, provisioned.root, build, debug, accel, options_set)
+    return Prepared(kernel, provisioned.root, build, debug, accel, options_set, image)
+
+
+def guest_root_image(options: RunOptions, kernel: provision.Kernel, root: Path,
+                     options_set: dict[str, str], runner: CommandRunner,
+                     progress: Progress) -> Path | None:
+    if runner.dry_run:
+        kernel_problem = None
+    else:
+        kernel_problem = initramfs.block_root_problem(
+            options_set, initramfs.read_dependencies(kernel.modules_dir))
+    mkfs = rootimage.mkfs_program()
+    problem = root_image_problem(options.guest_root, kernel_problem, mkfs is not None)
+    if problem is not None or mkfs is None:
+        if options.guest_root != "9p":
+            progress.say(f"the guest root is served over 9p: {problem}")
+        return None
+    with provision.cache_lock(options.cache_dir):
+        return rootimage.ensure_image(root, mkfs, runner)
 
 
 class NextBoot(StrEnum):
@@ -448,19 +490,22 @@ class Session:
     def vm_spec(self, boot_number: int) -> qemu.VmSpec:
         options, prepared = self.options, self.prepared
         suffix = "" if boot_number == 1 else f"-{boot_number}"
+        root_share = () if prepared.root_image else (qemu.Share("sysroot", prepared.root),)
+        root_arg = ("hmm_root=erofs",) if prepared.root_image else ()
         return qemu.VmSpec(
             qemu=options.qemu, accel=prepared.accel.accel, cpus=options.cpus,
             memory_mib=self.layout.memory_mib, kernel_image=prepared.kernel.image,
             initramfs=prepared.build.initramfs,
             kernel_args=(*qemu.BASE_KERNEL_ARGS, *self.layout.kernel_args,
-                         *prepared.kernel.boot_args, *options.extra_kernel_args),
-            shares=(qemu.Share("sysroot", prepared.root),
+                         *prepared.kernel.boot_args, *root_arg, *options.extra_kernel_args),
+            shares=(*root_share,
                     qemu.Share("project", PROJECT_ROOT),
                     qemu.Share("build", prepared.build.directory),
                     qemu.Share("results", options.results_dir / "guest", read_only=False)),
             console_log=options.results_dir / f"console{suffix}.log",
             events_log=options.results_dir / f"events{suffix}.jsonl",
-            monitor_socket=self.monitor_dir / "monitor.sock")
+            monitor_socket=self.monitor_dir / "monitor.sock",
+            root_image=prepared.root_image)
 
     def on_event(self, event: dict[str, Any]) -> None:
         self.progress.on_event(event)

@@ -1,6 +1,7 @@
 #!/bin/busybox sh
-# PID 1 of the initramfs: mount the read-only guest root and the harness's shares over 9p,
-# then hand over to the guest init in Python. Only busybox and four modules are in here.
+# PID 1 of the initramfs: mount the read-only guest root (its erofs image on virtio-blk when the
+# kernel command line says hmm_root=erofs, else over 9p) and the harness's shares over 9p, then
+# hand over to the guest init in Python. Only busybox and a few modules are in here.
 bb=/bin/busybox
 fail() { $bb echo "hmm-harness: initramfs: $*"; $bb poweroff -f; }
 $bb mount -t proc proc /proc
@@ -12,7 +13,13 @@ for m in $($bb cat /lib/modules/load-order); do
 done
 opts=trans=virtio,version=9p2000.L,msize=512000
 # The root and the build products do not change while the guest runs: cache them.
-$bb mount -t 9p -o $opts,ro,cache=loose sysroot /newroot || fail "mount the guest root"
+# The kernel hands command-line words it does not know to init as environment variables.
+if [ "${hmm_root:-}" = erofs ]; then
+    # Python's imports make thousands of small reads; from a block device they are local.
+    $bb mount -t erofs -o ro /dev/vda /newroot || fail "mount the guest root from /dev/vda"
+else
+    $bb mount -t 9p -o $opts,ro,cache=loose sysroot /newroot || fail "mount the guest root"
+fi
 $bb mount -t 9p -o $opts,ro,cache=loose project /newroot/hmm/project || fail "mount project"
 $bb mount -t 9p -o $opts,ro,cache=loose build /newroot/hmm/build || fail "mount build"
 $bb mount -t 9p -o $opts results /newroot/hmm/results || fail "mount results"

@@ -69,3 +69,16 @@ def test_kernel_args_keep_markers_unlimited():
     argv = qemu.build_argv(_spec())
     append = _option_values(argv, "-append")[0].split()
     assert "printk.devkmsg=on" in append and "panic=-1" in append
+
+
+def test_a_root_image_is_a_read_only_virtio_disk():
+    argv = qemu.build_argv(_spec(root_image=Path("/c/root.erofs"),
+                                 shares=(qemu.Share("results", Path("/r/guest"), False),)))
+    assert _option_values(argv, "-drive") == [
+        "file=/c/root.erofs,format=raw,if=none,id=root,readonly=on"]
+    assert "virtio-blk-pci,drive=root" in _option_values(argv, "-device")
+    assert not any("sysroot" in v for v in _option_values(argv, "-virtfs"))
+
+
+def test_without_a_root_image_there_is_no_disk():
+    assert "-drive" not in qemu.build_argv(_spec())

@@ -114,3 +114,20 @@ def test_a_later_boot_gives_an_unfinished_test_its_outcome():
     assert [t.outcome for t in results.combine(["a", "b"], [first, second, third])] == [
         "hung", "hung"]
     assert results.still_to_run(["a", "b"], [first, second, third]) == []
+
+
+@pytest.mark.parametrize(("requested", "kernel_problem", "mkfs", "problem"), [
+    ("image", None, True, None),
+    ("9p", None, True, "--guest-root 9p"),
+    ("image", "the kernel has no CONFIG_EROFS_FS", True, "the kernel has no CONFIG_EROFS_FS"),
+    ("image", None, False, "mkfs.erofs is not installed (apt-get install erofs-utils, or run "
+                           "ci/bootstrap)"),
+])
+def test_where_the_guest_root_comes_from(requested, kernel_problem, mkfs, problem):
+    assert run.root_image_problem(requested, kernel_problem, mkfs) == problem
+
+
+def test_an_unknown_guest_root_is_refused(tmp_path):
+    options = run.RunOptions(results_dir=tmp_path, cache_dir=tmp_path, guest_root="nfs")
+    with pytest.raises(run.UsageError, match="unknown --guest-root 'nfs'"):
+        run.validate_request(options)
