@@ -11,6 +11,7 @@ from pathlib import Path
 from harness import guestroot, hostbuild, initramfs, kconfig, kmodext, modinfo
 from harness.commands import CommandRunner
 from harness.errors import ModuleMismatchError
+from harness.guest import protocol
 from harness.kernelspec import TestHmmSource
 from harness.paths import PROJECT_ROOT
 from harness.provision import Kernel
@@ -134,7 +135,7 @@ def precompile_argv(root: Path, build_dir: Path, suites: tuple[str, ...]) -> lis
     return guestroot.in_root_argv(
         root, ["env", "PYTHONPATH=/hmm/project:/hmm/build", "python3", "-m", "pytest",
                "-p", "harness.guest.plugin", "-c", "/hmm/project/tests/guest/pytest.ini",
-               "--rootdir", "/hmm/project", "-p", "no:cacheprovider", "--hmm-no-load",
+               "--rootdir", "/hmm/project", *protocol.PYTEST_PLUGIN_OPTIONS, "--hmm-no-load",
                "--hmm-events=/dev/null", "--collect-only", "-q",
                *[f"/hmm/project/{suite}" for suite in suites]],
         {"/hmm/project": PROJECT_ROOT, "/hmm/build": build_dir}, cwd="/tmp")

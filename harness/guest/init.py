@@ -43,7 +43,7 @@ def round_suffix(plan: dict[str, Any]) -> str:
 def pytest_argv(plan: dict[str, Any]) -> list[str]:
     argv = [sys.executable, "-m", "pytest", "-p", "harness.guest.plugin",
             "-c", "/hmm/project/tests/guest/pytest.ini", "--rootdir", "/hmm/project",
-            "-p", "no:cacheprovider", "-rfEs",
+            *protocol.PYTEST_PLUGIN_OPTIONS, "-rfEs",
             f"--hmm-mode={plan['mode']}",
             f"--timeout={plan['test_timeout']}",
             f"--junitxml={protocol.GUEST_RESULTS}/guest-junit{round_suffix(plan)}.xml"]
