@@ -45,7 +45,8 @@ class Progress:
             self.running = event["nodeid"]
             self.say(f"[{self.done + 1}/{self.total}] {event['nodeid']} ...")
         elif kind == "host-watchdog":
-            self.say(f"{event['nodeid']}: {event.get('reason') or 'outlived its timeout'}: "
+            self.say(f"{event.get('nodeid') or 'the guest'}: "
+                     f"{event.get('reason') or 'outlived its timeout'}: "
                      "dumping the guest's tasks, then killing the guest")
         elif kind == "test-result":
             self.running = None

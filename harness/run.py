@@ -542,7 +542,8 @@ class Session:
                                          False) is NextBoot.RETRY:
                 self.early_deaths.append(spec.console_log.rename(
                     spec.console_log.with_name(f"console-early-death-{number}.log")))
-                self.progress.say(f"the guest died before reaching user space; booting once "
+                how = "was stuck" if guest.hung_reason else "died"
+                self.progress.say(f"the guest {how} before reaching user space; booting once "
                                   f"more (console kept in {self.early_deaths[-1].name})")
                 continue
             self.report.measurements += [e for e in guest.events

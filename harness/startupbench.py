@@ -34,6 +34,7 @@ class Round:
     phases: list[startup.Phase]
     first_result: float
     wall_seconds: float
+    boots: int = 1  # more than one: the guest died or stuck before user space and was rebooted
 
 
 def bare_initramfs(busybox: Path, target: Path) -> Path:
@@ -74,7 +75,7 @@ def run_argv(results_dir: Path) -> list[str]:
 
 
 def harness_run(options: run.RunOptions, runner: CommandRunner) -> tuple[dict[str, Any],
-                                                                        float, float]:
+                                                                        float, float, int]:
     """One warm run as its own process: its start-up moments, and when it started and ended
     on the host's monotonic clock."""
     shutil.rmtree(options.results_dir, ignore_errors=True)
@@ -96,7 +97,7 @@ def harness_run(options: run.RunOptions, runner: CommandRunner) -> tuple[dict[st
     if status != 0 or not report.get("startup"):
         raise HarnessError(f"the measured run ended with exit {status}; a start-up benchmark "
                            "needs a run that passes", f"see {report_path}")
-    return report["startup"], started, ended
+    return report["startup"], started, ended, int(report.get("boots", 1))
 
 
 def bench_startup(options: run.RunOptions, rounds: int, runner: CommandRunner,
@@ -119,14 +120,16 @@ def bench_startup(options: run.RunOptions, rounds: int, runner: CommandRunner,
     results: list[Round] = []
     for number in range(1, rounds + 1):
         bare = bare_boot(spec, runner)
-        line, started, ended = harness_run(measured, runner)
+        line, started, ended, boots = harness_run(measured, runner)
         first = startup.first_result(line, started)
         if first is None:
             raise HarnessError("the measured run reported no test result",
                                f"see {measured.results_dir}")
-        results.append(Round(bare, startup.phases(line, started, ended), first, ended - started))
+        results.append(Round(bare, startup.phases(line, started, ended), first, ended - started,
+                           boots))
+        rebooted = f"; {boots} boots: see {measured.results_dir}" if boots > 1 else ""
         progress.say(f"round {number}/{rounds}: bare boot {bare:.2f} s, first result "
-                     f"{first:.2f} s ({first / bare:.2f}x)")
+                     f"{first:.2f} s ({first / bare:.2f}x){rebooted}")
     summary = summarize(results)
     progress.say("the last round on both clocks (seconds since the command started, and the "
                  "guest's uptime):\n" + startup.table(results[-1].phases))
@@ -157,5 +160,5 @@ def summarize(rounds: list[Round]) -> dict[str, Any]:
             "first_result_ratio": first / bare, "wall": wall, "phases": rows,
             "table": "\n".join(lines),
             "per_round": [{"bare_boot": r.bare_seconds, "first_result": r.first_result,
-                           "wall": r.wall_seconds,
+                           "wall": r.wall_seconds, "boots": r.boots,
                            "phases": {p.name: p.seconds for p in r.phases}} for r in rounds]}

@@ -109,6 +109,10 @@ HANG_GRACE_SECONDS = 60.0
 # test gets this long to finish before it is declared hung: a spin that ends by itself (the
 # detectors report after 2 x watchdog_thresh) stays a kernel-error.
 KERNEL_HANG_GRACE_SECONDS = 5.0
+# A guest that has not started its init in Python this long after QEMU started is stuck in
+# firmware, the kernel's boot or the initramfs (user space comes in 5 to 15 s under TCG). It
+# is killed and counts as a guest that died before user space, which is booted once more.
+BOOT_STALL_SECONDS = 300.0
 # The dumps are complete once the console has been quiet this long (at most TASK_DUMP_SECONDS).
 TASK_DUMP_QUIET_SECONDS = 1.5
 TASK_DUMP_SECONDS = 8.0
@@ -119,13 +123,16 @@ TASK_DUMP_KEYS = ("w", "l", "t")
 class Watchdog:
     """Tracks the running test's deadline from the events and the console."""
 
-    def __init__(self, default_timeout: float) -> None:
+    def __init__(self, default_timeout: float, started: float = 0.0) -> None:
         self.default_timeout = default_timeout
         self.current: str | None = None
         self.deadline = float("inf")
         self.reason = ""
+        self.boot_deadline = started + BOOT_STALL_SECONDS
 
     def observe(self, event: dict[str, Any], now: float) -> None:
+        if event.get("event") == "guest-started":
+            self.boot_deadline = float("inf")
         if event.get("event") == "test-start":
             self.current = event["nodeid"]
             timeout = float(event.get("timeout") or self.default_timeout)
@@ -144,7 +151,13 @@ class Watchdog:
                            f"{KERNEL_HANG_GRACE_SECONDS:.0f} s")
 
     def expired(self, now: float) -> bool:
-        return self.current is not None and now > self.deadline
+        return (self.current is not None and now > self.deadline) or now > self.boot_deadline
+
+    def expiry_reason(self) -> str:
+        if self.current is not None:
+            return self.reason
+        return (f"the guest did not reach user space within {BOOT_STALL_SECONDS:.0f} s of "
+                "QEMU's start")
 
 
 def request_task_dump(monitor_socket: Path, console: ConsoleFollower) -> None:
@@ -231,9 +244,9 @@ def boot(spec: qemu.VmSpec, runner: CommandRunner, timeout: float, test_timeout:
         return GuestRun(returncode=0, timed_out=False, wall_seconds=0.0, events=[])
     follower = EventFollower(spec.events_log)
     console_follower = ConsoleFollower(spec.console_log)
-    watchdog = Watchdog(test_timeout)
     events: list[dict[str, Any]] = []
     arrivals: list[float] = []
+    watchdog = Watchdog(test_timeout, started=time.monotonic())
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     timed_out = False
@@ -255,7 +268,7 @@ def boot(spec: qemu.VmSpec, runner: CommandRunner, timeout: float, test_timeout:
             for test, report in console_follower.poll_hang_reports():
                 watchdog.kernel_reported_hang(test, report, now)
             if watchdog.expired(now):
-                hung, reason = watchdog.current, watchdog.reason
+                hung, reason = watchdog.current, watchdog.expiry_reason()
                 on_event({"event": "host-watchdog", "nodeid": hung, "reason": reason})
                 request_task_dump(spec.monitor_socket, console_follower)
                 break

@@ -97,6 +97,7 @@ def test_the_kernels_own_stall_report_cuts_the_wait(data_dir, tmp_path):
 
 def test_a_report_from_another_test_does_not_count():
     watchdog = vm.Watchdog(120)
+    watchdog.observe({"event": "guest-started"}, now=0.0)
     watchdog.observe({"event": "test-start", "nodeid": "t.py::b"}, now=0.0)
     watchdog.kernel_reported_hang("t.py::a", "watchdog: BUG: soft lockup - CPU#0", now=5.0)
     assert watchdog.deadline == 120 + vm.HANG_GRACE_SECONDS
@@ -131,3 +132,19 @@ def test_an_unknown_guest_root_is_refused(tmp_path):
     options = run.RunOptions(results_dir=tmp_path, cache_dir=tmp_path, guest_root="nfs")
     with pytest.raises(run.UsageError, match="unknown --guest-root 'nfs'"):
         run.validate_request(options)
+
+
+def test_a_guest_stuck_before_user_space_is_given_up_on():
+    watchdog = vm.Watchdog(120, started=10.0)
+    assert not watchdog.expired(10.0 + vm.BOOT_STALL_SECONDS - 1)
+    assert watchdog.expired(10.0 + vm.BOOT_STALL_SECONDS + 1)
+    assert "did not reach user space within 300 s" in watchdog.expiry_reason()
+
+
+def test_once_user_space_runs_only_the_tests_have_deadlines():
+    watchdog = vm.Watchdog(120, started=0.0)
+    watchdog.observe({"event": "guest-started"}, now=6.0)
+    assert not watchdog.expired(10 * vm.BOOT_STALL_SECONDS)
+    watchdog.observe({"event": "test-start", "nodeid": "t.py::a"}, now=3000.0)
+    assert watchdog.expired(3000.0 + 120 + vm.HANG_GRACE_SECONDS + 1)
+    assert watchdog.expiry_reason().startswith("the test outlived its timeout")
