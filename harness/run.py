@@ -505,7 +505,7 @@ class Session:
             console_log=options.results_dir / f"console{suffix}.log",
             events_log=options.results_dir / f"events{suffix}.jsonl",
             monitor_socket=self.monitor_dir / "monitor.sock",
-            root_image=prepared.root_image)
+            root_image=prepared.root_image, firmware=qemu.direct_boot_firmware())
 
     def on_event(self, event: dict[str, Any]) -> None:
         self.progress.on_event(event)

@@ -57,7 +57,8 @@ def bare_spec(prepared: run.Prepared, options: run.RunOptions, image: Path,
         kernel_args=(*qemu.BASE_KERNEL_ARGS, *layout.kernel_args,
                      *prepared.kernel.boot_args),
         shares=(), console_log=directory / "bare-console.log",
-        events_log=directory / "bare-events.jsonl", monitor_socket=directory / "bare.sock")
+        events_log=directory / "bare-events.jsonl", monitor_socket=directory / "bare.sock",
+        firmware=qemu.direct_boot_firmware())
 
 
 def bare_boot(spec: qemu.VmSpec, runner: CommandRunner) -> float:

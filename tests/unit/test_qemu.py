@@ -82,3 +82,14 @@ def test_a_root_image_is_a_read_only_virtio_disk():
 
 def test_without_a_root_image_there_is_no_disk():
     assert "-drive" not in qemu.build_argv(_spec())
+
+
+def test_qboot_boots_the_kernel_where_qemu_ships_it(tmp_path):
+    rom = tmp_path / "qboot.rom"
+    assert qemu.direct_boot_firmware(rom) is None
+    rom.write_bytes(b"\0" * 65536)
+    assert qemu.direct_boot_firmware(rom) == rom
+    argv = qemu.build_argv(_spec(firmware=rom))
+    assert _option_values(argv, "-bios") == [str(rom)]
+    assert argv.index("-bios") < argv.index("-kernel")
+    assert "-bios" not in qemu.build_argv(_spec())
