@@ -646,7 +646,8 @@ def round_outcomes(guest: vm.GuestRun, console_log: Path, options: RunOptions,
                               f"{output_tail}", f"see {output_log}")
     if "collected" not in kinds:
         guest_error = next((e for e in events if e["event"] == "guest-error"), None)
-        detail = guest_error["message"] if guest_error else f"console tail:\n{tail}"
+        stuck = f"{guest.hung_reason}; " if guest.hung_reason else ""
+        detail = guest_error["message"] if guest_error else f"{stuck}console tail:\n{tail}"
         raise LostVMError(
             f"the guest ended before any test was collected "
             f"(QEMU exit {guest.returncode}{', timed out' if guest.timed_out else ''}): "
