@@ -14,6 +14,7 @@ from harness import (
     bisect,
     compare,
     debian,
+    exploration,
     lavaprep,
     matrix,
     merge,
@@ -165,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run the selection N times in one boot (fresh guests only after a "
                            "crash or hang), report each test's pass count and list the flaky "
                            "ones (default: %(default)s)")
+    runp.add_argument("--seed", metavar="N",
+                      help="the seed the stateful suite draws its sequences from, to repeat a "
+                           "run (default: a fresh one, printed at the start and kept in "
+                           "results.json)")
+    runp.add_argument("--explore", type=int, default=exploration.DEFAULT_EXPLORE, metavar="N",
+                      help="sequences each state machine of the stateful suite runs "
+                           "(default: %(default)s)")
     runp.add_argument("--shard", metavar="K/N",
                       help="run only part K of N of the selection: every shard of a run "
                            "computes the same partition, so N jobs with K=1..N run each test "
@@ -351,7 +359,9 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
         shard=getattr(args, "shard", None),
         durations=args.durations.resolve() if getattr(args, "durations", None) else None,
         jobs=getattr(args, "jobs", 1), kcidb_origin=args.kcidb_origin,
-        guest_root=args.guest_root)
+        guest_root=args.guest_root,
+        seed=exploration.parse_seed(getattr(args, "seed", None)),
+        explore=getattr(args, "explore", exploration.DEFAULT_EXPLORE))
 
 
 def explicit_options(argv: Sequence[str]) -> list[str]:

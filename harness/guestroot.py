@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +41,13 @@ def mmdebstrap_argv(suites: list[str], mirror: str, packages: list[str],
 
 def packages_for(release: str, recipe_text: str) -> list[str]:
     return recipe_packages(recipe_text) + debian.KernelPackages(release).for_guest_root()
+
+
+def root_name(packages: list[str]) -> str:
+    """The cache directory name of a root holding `packages`: a root built from another list
+    is never reused, so a package added to the recipe reaches every cache that has a root."""
+    digest = hashlib.sha256("\n".join(sorted(packages)).encode()).hexdigest()
+    return f"root-{digest[:12]}"
 
 
 def in_root_argv(root: Path, command: list[str], binds: Mapping[str, Path],

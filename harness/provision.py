@@ -64,12 +64,17 @@ def _release_dir(cache_dir: Path, release: str) -> Path:
     return cache_dir / "debian" / release
 
 
+def _root_dir(cache_dir: Path, release: str) -> Path:
+    packages = guestroot.packages_for(release, guestroot.PACKAGES_FILE.read_text())
+    return _release_dir(cache_dir, release) / guestroot.root_name(packages)
+
+
 def _load_cached(cache_dir: Path, release: str) -> Provisioned | None:
     record = _release_dir(cache_dir, release) / "kernel.json"
     if not record.exists():
         return None
     data = json.loads(record.read_text())
-    if data.get("format") != CACHE_FORMAT:
+    if data.get("format") != CACHE_FORMAT or Path(data["root"]) != _root_dir(cache_dir, release):
         return None
     saved = data["kernel"]
     if not all((Path(saved["source_dir"]) / f).exists() for f in SOURCE_FILES_NEEDED):
@@ -123,6 +128,17 @@ def _choose(spec: debian.DebianKernelSpec, apt: archive.PrivateApt,
                               "try --kernel experimental, or a kernel tree of your own")
 
 
+def _remove_other_roots(home: Path, keep: Path) -> None:
+    """Roots of earlier package lists, and their images: a gigabyte each, never used again."""
+    for old in home.iterdir():
+        if old.name.startswith("root") and not old.name.startswith(keep.name) \
+                and old.name != "root.partial":
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+
+
 def provision_debian(spec: debian.DebianKernelSpec, cache_dir: Path, mirror: str,
                      runner: CommandRunner) -> Provisioned:
     if spec.release and (cached := _load_cached(cache_dir, spec.release)):
@@ -143,7 +159,7 @@ def provision_debian(spec: debian.DebianKernelSpec, cache_dir: Path, mirror: str
     packages = debian.KernelPackages(release)
     home = _release_dir(cache_dir, release)
     home.mkdir(parents=True, exist_ok=True)
-    root = home / "root"
+    root = _root_dir(cache_dir, release)
     if not (root / "usr/bin/python3").exists():
         staging = home / "root.partial"
         shutil.rmtree(staging, ignore_errors=True)
@@ -154,6 +170,7 @@ def provision_debian(spec: debian.DebianKernelSpec, cache_dir: Path, mirror: str
         if not runner.dry_run:
             shutil.rmtree(root, ignore_errors=True)
             staging.rename(root)
+            _remove_other_roots(home, keep=root)
     source_dir = home / "source"
     if not all((source_dir / member).exists() for member in SOURCE_FILES_NEEDED):
         source_deb = apt.download(packages.source, version, cache_dir / "debs") \

@@ -90,6 +90,8 @@ class RunReport:
     startup: dict[str, Any] = field(default_factory=dict)
     # Guest boots so far, including those of the runs a --resume continued.
     boots: int = 0
+    # The stateful suite's seed and sequences per machine: --seed SEED repeats the run.
+    exploration: dict[str, int] = field(default_factory=dict)
     finished: bool = False
 
     def counts(self) -> dict[str, int]:

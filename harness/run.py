@@ -20,6 +20,7 @@ from harness import (
     console,
     debian,
     debuginfo,
+    exploration,
     guestbuild,
     initramfs,
     kcidb,
@@ -93,6 +94,8 @@ class RunOptions:
     jobs: int = 1  # shards run as this many guests at once (harness.parallel)
     kcidb_origin: str = "hmm_harness"  # the `origin` of results.kcidb.json
     guest_root: str = "image"  # GUEST_ROOTS: how the guest mounts its root
+    seed: int = 0  # the stateful suite's Hypothesis seed (harness.exploration)
+    explore: int = exploration.DEFAULT_EXPLORE  # sequences per state machine
 
 
 OPTIONS_FILE = "run-options.json"
@@ -134,6 +137,7 @@ def validate_request(options: RunOptions) -> None:
     if options.repeat > 1 and options.reference:
         raise UsageError("--repeat and --reference do not go together: the C selftest runs "
                          "each case once", "drop one of them")
+    exploration.check_explore(options.explore)
     if options.shard is not None:
         check_shard(options)
     if options.keyword is not None and (problem := keyword_problem(options.keyword)):
@@ -334,6 +338,7 @@ def write_plan(options: RunOptions, layout: qemu.GuestLayout, round_number: int,
             "module_params": list(layout.module_params), "test_timeout": options.test_timeout,
             "round": round_number, "deselect": deselect, "reference": options.reference,
             "repeat": options.repeat, "shard": options.shard,
+            "seed": options.seed, "explore": options.explore,
             "keep": SHARD_KEEP_FILE if SHARD_KEEP_FILE in files else None,
             "durations": SHARD_DURATIONS_FILE if SHARD_DURATIONS_FILE in files else None}
     (guest_dir / "plan.json").write_text(json.dumps(plan, indent=2))
@@ -429,6 +434,8 @@ def run(options: RunOptions, runner: CommandRunner, progress: Progress) -> resul
     if previous is None:
         clean_results(options.results_dir)
     save_options(options)
+    runner.announce(f"# stateful suite: seed {options.seed}, {options.explore} sequences a "
+                    f"machine (repeat with --seed {options.seed})")
     prepared = prepare(options, runner, progress)
     layout = qemu.guest_layout(coherent=options.mode != "private",
                                memory_mib=options.memory_mib)
@@ -468,7 +475,8 @@ class Session:
             accelerator=prepared.accel.accel, mode=options.mode,
             strict_known_issues=options.strict_known_issues,
             baseline=str(options.baseline or ""), kcidb_origin=options.kcidb_origin,
-            started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+            started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            exploration={"seed": options.seed, "explore": options.explore})
         self.order: list[str] = []
         self.rounds: list[list[results.TestOutcome]] = []
         if previous is not None:

@@ -62,6 +62,8 @@ def pytest_args(plan: dict[str, Any]) -> list[str]:
             f"--timeout={plan['test_timeout']}",
             f"--junitxml={protocol.GUEST_RESULTS}/guest-junit{round_suffix(plan)}.xml"]
     argv += [f"--hmm-module-param={p}" for p in plan["module_params"]]
+    if "seed" in plan:
+        argv += [f"--hmm-seed={plan['seed']}", f"--hmm-explore={plan['explore']}"]
     if plan.get("repeat", 1) > 1:
         argv.append(f"--hmm-repeat={plan['repeat']}")
     if plan.get("keep"):

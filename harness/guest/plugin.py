@@ -62,6 +62,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="JSON of nodeid -> seconds that balances --hmm-shard")
     group.addoption("--hmm-keep", metavar="PATH",
                     help="JSON list of nodeids: run only these (a later boot of a shard)")
+    group.addoption("--hmm-seed", type=int, default=None, metavar="N",
+                    help="the seed of the stateful suite's sequences (default: a fresh one)")
+    group.addoption("--hmm-explore", type=int, default=12, metavar="N",
+                    help="sequences each state machine of the stateful suite runs")
 
 
 def expected_devices(mode: str) -> list[str]:
