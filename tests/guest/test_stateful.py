@@ -244,11 +244,12 @@ class HmmWorld:
         candidates = self.model.migration_candidates(device, region, first, count)
         error, transfer = call(lambda: self.devices[device].migrate_to_device(
             buffer.page(first), count, buffer.mirror_ptr))
+        data = bytes(buffer.mirror[: count * PAGE])  # before the snapshot writes there
         moved = self._moved(device, name, candidates, to_device=True)
         expected = self.model.migrate_to_device(device, region, first, count, moved)
         self.expect(f"migration of {name}[{first}:+{count}] to device {device} "
                     f"({len(moved)} of {len(candidates)} candidates moved)", expected, error,
-                    transfer, bytes(buffer.mirror[: count * PAGE]))
+                    transfer, data)
 
     def migrate_to_system(self, device: int, name: str, first: int, count: int) -> None:
         self.record("migrate_to_system", device, name, first, count)
@@ -402,17 +403,24 @@ def machine_class(variant: Variant, regions: Sequence[tuple[str, m.Kind, int]],
                     not self.world.fault_hazard(name, first, count):
                 self.world.cpu_write(name, first, count)
 
-        @rule(device=st.sampled_from(numbers), write=st.booleans(), data=st.data())
-        def device_access(self, device: int, write: bool, data: st.DataObject) -> None:
-            name, first, count = self._region(data)
+        def _device_may_fault(self, device: int, name: str, first: int, count: int,
+                              write: bool) -> bool:
             world = self.world
-            if world.model.own_private_fault(device, world.model.regions[name], first, count,
-                                             write) or world.fault_hazard(name, first, count):
-                return
-            if write:
-                world.device_write(device, name, first, count)
-            else:
-                world.device_read(device, name, first, count)
+            return not world.model.own_private_fault(
+                device, world.model.regions[name], first, count, write) and \
+                not world.fault_hazard(name, first, count)
+
+        @rule(device=st.sampled_from(numbers), data=st.data())
+        def device_read(self, device: int, data: st.DataObject) -> None:
+            name, first, count = self._region(data)
+            if self._device_may_fault(device, name, first, count, write=False):
+                self.world.device_read(device, name, first, count)
+
+        @rule(device=st.sampled_from(numbers), data=st.data())
+        def device_write(self, device: int, data: st.DataObject) -> None:
+            name, first, count = self._region(data)
+            if self._device_may_fault(device, name, first, count, write=True):
+                self.world.device_write(device, name, first, count)
 
         @rule(device=st.sampled_from(numbers), data=st.data())
         def migrate_to_device(self, device: int, data: st.DataObject) -> None:
