@@ -440,6 +440,8 @@ class Model:
     # -- address-space calls
 
     def mprotect(self, region: Region, prot: int) -> None:
+        if prot == region.prot:
+            return  # mprotect_fixup() leaves a VMA whose flags do not change alone
         self.invalidate(region.pages)
         for page in region.pages:
             if page.where in (Where.SYSTEM, Where.DEVICE):

@@ -154,7 +154,9 @@ def test_the_own_private_fault_the_driver_cannot_take_is_foreseen() -> None:
     world.cpu_write(region, 0, 2)
     world.migrate_to_device(0, region, 0, 2, moved=range(2))
     assert not world.own_private_fault(0, region, 0, 2, write=False)
-    world.mprotect(region, m.PROT_READ | m.PROT_WRITE)
+    world.mprotect(region, m.PROT_READ | m.PROT_WRITE)  # no change: no invalidation
+    assert not world.own_private_fault(0, region, 0, 2, write=False)
+    world.mprotect(region, m.PROT_READ)
     assert world.own_private_fault(0, region, 0, 2, write=False)
     assert not world.own_private_fault(1, region, 0, 2, write=False)
 
