@@ -441,6 +441,26 @@ class MemoryMapping:
             self._remember(new_addr, new_addr + length)
         return int(ffi.cast("uintptr_t", moved))
 
+    def mremap_into_hole(self, old_addr: int, length: int, new_addr: int, flags: int,
+                         hole: tuple[int, int]) -> int:
+        """Unmap `hole` (start, length), then move `length` bytes to `new_addr` inside it,
+        as the C suite's munmap() then mremap() do, with nothing mapped there in between."""
+        self._check_inside(old_addr, length)
+        self._check_inside(*hole)
+        flags |= MREMAP_MAYMOVE | MREMAP_FIXED
+        with self._lock:
+            moved = lib.mremap_into_hole(ffi.cast("void *", old_addr), length, flags,
+                                         ffi.cast("void *", new_addr),
+                                         ffi.cast("void *", hole[0]), hole[1])
+            if moved == lib.MAP_FAILED:
+                raise _os_error(f"munmap({hole[0]:#x}, {hole[1]:#x}) and mremap({old_addr:#x}, "
+                                f"{length:#x} -> {new_addr:#x})")
+            self._forget(hole[0], hole[0] + hole[1])
+            if MREMAP_DONTUNMAP is None or not flags & MREMAP_DONTUNMAP:
+                self._forget(old_addr, old_addr + length)
+            self._remember(new_addr, new_addr + length)
+        return int(ffi.cast("uintptr_t", moved))
+
     def close(self) -> None:
         with self._lock:
             self._finalizer()

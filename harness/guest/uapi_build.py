@@ -117,6 +117,8 @@ int mprotect(void *addr, size_t length, int prot);
 int madvise(void *addr, size_t length, int advice);
 void *mremap_fixed(void *old_address, size_t old_size, size_t new_size, int flags,
                    void *new_address);
+void *mremap_into_hole(void *old_address, size_t size, int flags, void *new_address,
+                       void *hole, size_t hole_size);
 """
 
 
@@ -143,6 +145,16 @@ static void *mremap_fixed(void *old_address, size_t old_size, size_t new_size, i
                           void *new_address)
 {
     return mremap(old_address, old_size, new_size, flags, new_address);
+}
+
+/* munmap() then mremap() with no Python in between: no allocation of the interpreter's
+ * can take the hole before the move lands there. */
+static void *mremap_into_hole(void *old_address, size_t size, int flags, void *new_address,
+                              void *hole, size_t hole_size)
+{
+    if (munmap(hole, hole_size) != 0)
+        return MAP_FAILED;
+    return mremap(old_address, size, size, flags, new_address);
 }
 """
     + "".join(_optional(name) for name in OPTIONAL_IOCTLS + OPTIONAL_LIBC_CONSTANTS)

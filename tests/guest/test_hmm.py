@@ -502,21 +502,22 @@ def test_migrate_remap_fault(dmirror: hmm.MirrorDevice) -> None:
                                                 reserve=8 * size) as buffer:
                         buffer.mirror[:] = b"\xff" * size
                         buffer.fill(ints_for(size))
-                        # The kernel case unmaps [size, 3 * size) first; MREMAP_FIXED unmaps
-                        # its own target, without leaving a hole another mapping could take.
+                        # As the kernel case, the target lies in a hole: [size, 3 * size)
+                        # is unmapped just before the move.
                         target = buffer.addr + size + offset
+                        hole = (buffer.addr + size, 2 * size)
 
                         if before:
-                            buffer.addr = buffer.mapping.mremap_fixed(
-                                buffer.addr, size, target, flags)
+                            buffer.addr = buffer.mapping.mremap_into_hole(
+                                buffer.addr, size, target, flags, hole)
 
                         done = dmirror.migrate_to_device(buffer.addr, npages, buffer.mirror_ptr)
                         assert done.cpages == npages, where
                         check_ints(buffer.mirror, ints_for(size), f"what the device read, {where}")
 
                         if not before:
-                            buffer.addr = buffer.mapping.mremap_fixed(
-                                buffer.addr, size, target, flags)
+                            buffer.addr = buffer.mapping.mremap_into_hole(
+                                buffer.addr, size, target, flags, hole)
 
                         check_ints(buffer.contents(), ints_for(size),
                                    f"memory faulted back, {where}")
