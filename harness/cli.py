@@ -19,6 +19,7 @@ from harness import (
     matrix,
     merge,
     parallel,
+    replay,
     run,
     startupbench,
 )
@@ -173,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--explore", type=int, default=exploration.DEFAULT_EXPLORE, metavar="N",
                       help="sequences each state machine of the stateful suite runs "
                            "(default: %(default)s)")
+    runp.add_argument("--stateful-unsafe", action="store_true",
+                      help="let the stateful suite make the calls its model knows crash the "
+                           "kernel (known-issues.toml), to find and reproduce such crashes; "
+                           "then see 'reproduce'")
     runp.add_argument("--shard", metavar="K/N",
                       help="run only part K of N of the selection: every shard of a run "
                            "computes the same partition, so N jobs with K=1..N run each test "
@@ -238,6 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     bisectp.add_argument("--suite", action="append", dest="suites", metavar="PATH",
                          help="a suite file or directory under the project, repeatable")
     _common_options(bisectp)
+    reproducep = commands.add_parser(
+        "reproduce", help="replay and shrink a stateful sequence that crashed or hung a guest",
+        description="Take the stateful sequence that crashed or hung the guest in a run's "
+                    "results, replay it in a fresh guest to confirm it, shrink it by delta "
+                    "debugging (one boot per try), and write it to RESULTS/reproducer/ as a "
+                    "pytest case and a standalone C program. Exit status: 0 the crash "
+                    "reproduces, 1 it did not happen again, 125 bad input.")
+    reproducep.add_argument("results", type=Path, metavar="RESULTS",
+                            help="the results directory of the run")
+    reproducep.add_argument("--budget", type=int, default=replay.DEFAULT_BUDGET, metavar="N",
+                            help="guest boots the shrinking may take (default: %(default)s)")
     mergep = commands.add_parser(
         "merge", help="merge the results of shards, repeated runs or kernels into one report",
         description="Merge results directories into one report in --results: summary, "
@@ -361,7 +377,8 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
         jobs=getattr(args, "jobs", 1), kcidb_origin=args.kcidb_origin,
         guest_root=args.guest_root,
         seed=exploration.parse_seed(getattr(args, "seed", None)),
-        explore=getattr(args, "explore", exploration.DEFAULT_EXPLORE))
+        explore=getattr(args, "explore", exploration.DEFAULT_EXPLORE),
+        stateful_unsafe=getattr(args, "stateful_unsafe", False))
 
 
 def explicit_options(argv: Sequence[str]) -> list[str]:
@@ -401,7 +418,9 @@ def _main(argv: list[str]) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "merge":
             return _merge(args, progress)
-        if args.command not in ("run", "bench", "bisect", "lava-job"):
+        if args.command == "reproduce":
+            return _reproduce(args, progress)
+        if args.command not in ("run", "bench", "bisect", "lava-job", "reproduce"):
             raise UsageError("no command given", "try 'python -m harness run --help'")
         if args.command == "lava-job":
             return _lava_job(args, progress)
@@ -481,6 +500,19 @@ def _merge(args: argparse.Namespace, progress: Progress) -> int:
     progress.say(f"merged {len(args.sources)} results into {args.results}/results.json, "
                  "junit.xml, results.ktap, results.kcidb.json")
     return EXIT_PASSED if report.passed() else EXIT_FAILED
+
+
+def _reproduce(args: argparse.Namespace, progress: Progress) -> int:
+    if args.budget < 0:
+        raise UsageError(f"--budget {args.budget}: a number of boots cannot be negative",
+                         f"give --budget 0 or more (default {replay.DEFAULT_BUDGET})")
+    found = replay.reproduce(args.results.resolve(), args.budget, CommandRunner(), progress)
+    verdict = (f"reproduced: {found.minimal} of {found.steps} steps kill a fresh guest"
+               if found.confirmed else
+               f"not reproduced: the {found.steps} steps ran to their end in a fresh guest")
+    progress.say(f"{verdict} ({found.boots} boots, {found.seconds:.0f} s); "
+                 f"{found.directory}/repro.c, test_reproducer.py, minimal.json")
+    return EXIT_PASSED if found.confirmed else EXIT_FAILED
 
 
 def _bisect(args: argparse.Namespace, options: run.RunOptions, runner: CommandRunner,

@@ -96,6 +96,8 @@ class RunOptions:
     guest_root: str = "image"  # GUEST_ROOTS: how the guest mounts its root
     seed: int = 0  # the stateful suite's Hypothesis seed (harness.exploration)
     explore: int = exploration.DEFAULT_EXPLORE  # sequences per state machine
+    stateful_unsafe: bool = False  # the stateful suite may make calls known to crash
+    replay: Path | None = None  # a recorded stateful sequence for replay_recorded.py
 
 
 OPTIONS_FILE = "run-options.json"
@@ -138,6 +140,9 @@ def validate_request(options: RunOptions) -> None:
         raise UsageError("--repeat and --reference do not go together: the C selftest runs "
                          "each case once", "drop one of them")
     exploration.check_explore(options.explore)
+    if options.replay is not None and not options.replay.is_file():
+        raise UsageError(f"the sequence to replay, {options.replay}, is not a file",
+                         "give the sequence.json that 'harness reproduce' wrote")
     if options.shard is not None:
         check_shard(options)
     if options.keyword is not None and (problem := keyword_problem(options.keyword)):
@@ -232,7 +237,7 @@ def load_options(results_dir: Path) -> RunOptions:
                          "be read)", "give --resume the results directory of a run this "
                          "harness started") from error
     paths = {"results_dir", "cache_dir", "module", "modules_dir", "test_hmm_source",
-             "baseline", "durations"}
+             "baseline", "durations", "replay"}
     values: dict[str, Any] = {}
     for f in fields(RunOptions):
         if f.name not in data:
@@ -314,6 +319,7 @@ def check_kernel_dir(path: Path) -> None:
 
 SHARD_KEEP_FILE = "shard-tests.json"
 SHARD_DURATIONS_FILE = "shard-durations.json"
+REPLAY_FILE = "replay.json"
 
 
 def shard_files(options: RunOptions, order: list[str]) -> dict[str, Any]:
@@ -332,6 +338,8 @@ def write_plan(options: RunOptions, layout: qemu.GuestLayout, round_number: int,
                deselect: list[str], order: list[str]) -> None:
     guest_dir = options.results_dir / "guest"
     files = shard_files(options, order)
+    if options.replay is not None:
+        files[REPLAY_FILE] = json.loads(options.replay.read_text())
     for name, content in files.items():
         (guest_dir / name).write_text(json.dumps(content))
     plan = {"mode": options.mode, "keyword": options.keyword, "suites": list(options.suites),
@@ -339,6 +347,8 @@ def write_plan(options: RunOptions, layout: qemu.GuestLayout, round_number: int,
             "round": round_number, "deselect": deselect, "reference": options.reference,
             "repeat": options.repeat, "shard": options.shard,
             "seed": options.seed, "explore": options.explore,
+            "stateful_unsafe": options.stateful_unsafe,
+            "replay": REPLAY_FILE if options.replay is not None else None,
             "keep": SHARD_KEEP_FILE if SHARD_KEEP_FILE in files else None,
             "durations": SHARD_DURATIONS_FILE if SHARD_DURATIONS_FILE in files else None}
     (guest_dir / "plan.json").write_text(json.dumps(plan, indent=2))

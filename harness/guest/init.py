@@ -64,6 +64,10 @@ def pytest_args(plan: dict[str, Any]) -> list[str]:
     argv += [f"--hmm-module-param={p}" for p in plan["module_params"]]
     if "seed" in plan:
         argv += [f"--hmm-seed={plan['seed']}", f"--hmm-explore={plan['explore']}"]
+    if plan.get("stateful_unsafe"):
+        argv.append("--hmm-stateful-unsafe")
+    if plan.get("replay"):
+        argv.append(f"--hmm-replay={protocol.GUEST_RESULTS}/{plan['replay']}")
     if plan.get("repeat", 1) > 1:
         argv.append(f"--hmm-repeat={plan['repeat']}")
     if plan.get("keep"):

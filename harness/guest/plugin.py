@@ -64,8 +64,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="JSON list of nodeids: run only these (a later boot of a shard)")
     group.addoption("--hmm-seed", type=int, default=None, metavar="N",
                     help="the seed of the stateful suite's sequences (default: a fresh one)")
-    group.addoption("--hmm-explore", type=int, default=12, metavar="N",
+    group.addoption("--hmm-explore", type=int, default=30, metavar="N",
                     help="sequences each state machine of the stateful suite runs")
+    group.addoption("--hmm-stateful-unsafe", action="store_true",
+                    help="let the stateful suite make the calls its model knows crash")
+    group.addoption("--hmm-replay", metavar="PATH",
+                    help="a recorded stateful sequence (JSON) for replay_recorded.py")
 
 
 def expected_devices(mode: str) -> list[str]:

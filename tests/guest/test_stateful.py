@@ -83,6 +83,10 @@ class HmmWorld:
 
     def __init__(self, variant: Variant, regions: Sequence[tuple[str, m.Kind, int]],
                  evict_supported: bool) -> None:
+        if EVENTS is not None:
+            EVENTS.send("stateful-sequence", variant=variant.name, devices=list(
+                variant.device_paths), regions=[[n, k.name, p] for n, k, p in regions],
+                evict=evict_supported)
         numbers = tuple(device_number(p) for p in variant.device_paths)
         self.paths = dict(zip(numbers, variant.device_paths, strict=True))
         self.model = m.Model((numbers[0], numbers[1]), variant.is_coherent)
@@ -362,7 +366,10 @@ class LastSequence:
 
 
 def machine_class(variant: Variant, regions: Sequence[tuple[str, m.Kind, int]],
-                  evict_supported: bool, last: LastSequence) -> type[RuleBasedStateMachine]:
+                  evict_supported: bool, last: LastSequence,
+                  unsafe: bool = False) -> type[RuleBasedStateMachine]:
+    """The state machine. `unsafe` lets it make the calls the model knows crash the kernel
+    (to find and reproduce them, `harness reproduce`), instead of steering around them."""
     names = [name for name, _, _ in regions]
     numbers = [device_number(p) for p in variant.device_paths]
     coherent = variant.is_coherent
@@ -406,9 +413,9 @@ def machine_class(variant: Variant, regions: Sequence[tuple[str, m.Kind, int]],
         def _device_may_fault(self, device: int, name: str, first: int, count: int,
                               write: bool) -> bool:
             world = self.world
-            return not world.model.own_private_fault(
-                device, world.model.regions[name], first, count, write) and \
-                not world.fault_hazard(name, first, count)
+            return unsafe or (not world.model.own_private_fault(
+                device, world.model.regions[name], first, count, write)
+                and not world.fault_hazard(name, first, count))
 
         @rule(device=st.sampled_from(numbers), data=st.data())
         def device_read(self, device: int, data: st.DataObject) -> None:
@@ -531,9 +538,11 @@ def evict_supported(variant: Variant) -> bool:
 
 
 def replay(variant: Variant, steps: Sequence[tuple[str, Sequence[Any]]],
-           fault_around_off: bool) -> None:
+           fault_around_off: bool,
+           regions: Sequence[tuple[str, m.Kind, int]] | None = None) -> None:
     """Run a recorded sequence once, checking every step as the state machine does."""
-    world = HmmWorld(variant, regions_for(fault_around_off), evict_supported(variant))
+    world = HmmWorld(variant, regions_for(fault_around_off) if regions is None else regions,
+                     evict_supported(variant))
     try:
         world.replay(steps)
     finally:
@@ -551,7 +560,8 @@ def test_sequences_match_the_model(variant: Variant, pytestconfig: pytest.Config
           f"regions {', '.join(r[0] for r in regions)}"
           + ("" if fault_around_off else f" (no shared regions: {FAULT_AROUND} not writable)"))
     last = LastSequence()
-    machine = machine_class(variant, regions, evict_supported(variant), last)
+    unsafe = bool(pytestconfig.getoption("hmm_stateful_unsafe"))
+    machine = machine_class(variant, regions, evict_supported(variant), last, unsafe)
     factory = hypothesis_seed(seed)(machine)
     try:
         run_state_machine_as_test(factory, settings=settings(
