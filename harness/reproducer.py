@@ -134,8 +134,8 @@ def c_program(sequence: RecordedSequence, why: str) -> str:
         why=why.replace("*/", "* /"), regions=regions, nregions=len(sequence.regions),
         dev_a=numbers[0], dev_b=numbers[1], largest=largest, body="\n".join(body),
         shared=int(any(kind != "PRIVATE" for _, kind, _ in sequence.regions)),
-        mmap_flags=" ".join(f'if (!strcmp(r->kind, "{k}")) flags = {v};'
-                            for k, v in _MMAP_FLAGS.items()))
+        mmap_flags="\n        ".join(f'if (!strcmp(r->kind, "{k}"))\n            flags = {v};'
+                                      for k, v in _MMAP_FLAGS.items()))
 
 
 def _c_step(step: str, args: tuple[Any, ...], index: dict[str, int]) -> list[str]:
