@@ -46,6 +46,8 @@ EFAULT, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP, EPERM = 14, 22, 2, 12, 95, 1
 PROT_NONE, PROT_READ, PROT_WRITE = 0, 1, 2
 # migrate_vma_* and test_hmm's own loops work in batches of this many pages (PTRS_PER_PTE).
 MIGRATE_BATCH = 512
+# dmirror_fault() hands hmm_range_fault() this many pages at a time (its pfns[] array).
+FAULT_BATCH = 32
 
 
 class Kind(enum.Enum):
@@ -228,8 +230,32 @@ class Model:
 
     # -- device faults (dmirror_fault through hmm_range_fault)
 
-    def _device_fault(self, device: int, region: Region, index: int, write: bool) -> None:
-        """hmm_range_fault() with HMM_PFN_REQ_FAULT for one page, then dmirror_do_fault()."""
+    def _fault_range(self, device: int, region: Region, start: int, end: int,
+                     write: bool) -> int | None:
+        """dmirror_fault() over pages [start, end): hmm_range_fault() in batches of
+        FAULT_BATCH pages, each batch's entries stored once the whole batch faulted. Returns
+        the errno, or None.
+
+        A private page of another device whose FAIL_ALLOC is pending cannot come back: that
+        device's dmirror_devmem_fault() clears the flag and answers VM_FAULT_OOM, which
+        hmm_range_fault() turns into -EFAULT. The pages of the batch before it have been
+        faulted in by then; the batch stores no entry."""
+        for batch in range(start, end, FAULT_BATCH):
+            entries = {}
+            for index in range(batch, min(batch + FAULT_BATCH, end)):
+                page = region.pages[index]
+                if self.on_private_device(page) and page.device != device and \
+                        self.fail_alloc[page.device]:
+                    self.fail_alloc[page.device] = False
+                    return EFAULT
+                entries[index] = self._device_fault(device, region, index, write)
+            for index, entry in entries.items():
+                region.pages[index].entries[device] = entry
+        return None
+
+    def _device_fault(self, device: int, region: Region, index: int, write: bool) -> Entry:
+        """hmm_range_fault() with HMM_PFN_REQ_FAULT for one page: the entry that
+        dmirror_do_fault() then stores."""
         page = region.pages[index]
         if page.exclusive:
             self._restore_exclusive(page)
@@ -240,7 +266,7 @@ class Model:
             self._cpu_write_fault(region, page)
         elif page.where is Where.NOTHING:
             self.cpu_read(region, index, 1)
-        page.entries[device] = Entry.WRITE if page.writable else Entry.READ
+        return Entry.WRITE if page.writable else Entry.READ
 
     def own_private_fault(self, device: int, region: Region, first: int, count: int,
                           write: bool) -> bool:
@@ -284,8 +310,8 @@ class Model:
                             stamps=tuple(p.stamp for p in span))
         if not region.prot & PROT_READ:
             return Expected(errno=EFAULT)
-        for index in range(fault_from, first + count):
-            self._device_fault(device, region, index, write=False)
+        if (error := self._fault_range(device, region, fault_from, first + count, False)):
+            return Expected(errno=error)
         return Expected(cpages=count, faults=frozenset({0, 1} if maybe else {1}),
                         stamps=tuple(p.stamp for p in span))
 
@@ -303,8 +329,8 @@ class Model:
             return Expected(errno=EFAULT)
         if not region.prot & PROT_WRITE:
             return Expected(errno=EPERM)
-        for index in range(fault_from, first + count):
-            self._device_fault(device, region, index, write=True)
+        if (error := self._fault_range(device, region, fault_from, first + count, True)):
+            return Expected(errno=error)
         for page, stamp in zip(region.span(first, count), stamps, strict=True):
             page.stamp = stamp
         return Expected(cpages=count, faults=frozenset({1}))

@@ -194,7 +194,8 @@ class HmmWorld:
 
     def fault_hazard(self, name: str, first: int, count: int) -> bool:
         """A CPU fault on a private device page while that device's next allocation is set
-        to fail: dmirror_devmem_fault() returns VM_FAULT_OOM, which the OOM killer answers."""
+        to fail: dmirror_devmem_fault() returns VM_FAULT_OOM, which the OOM killer answers.
+        (A device's fault there gets -EFAULT, which the model says.)"""
         region = self.model.regions[name]
         return any(self.model.on_private_device(page) and self.model.fail_alloc[page.device]
                    for page in region.span(first, count))
@@ -413,9 +414,8 @@ def machine_class(variant: Variant, regions: Sequence[tuple[str, m.Kind, int]],
         def _device_may_fault(self, device: int, name: str, first: int, count: int,
                               write: bool) -> bool:
             world = self.world
-            return unsafe or (not world.model.own_private_fault(
+            return unsafe or not world.model.own_private_fault(
                 device, world.model.regions[name], first, count, write)
-                and not world.fault_hazard(name, first, count))
 
         @rule(device=st.sampled_from(numbers), data=st.data())
         def device_read(self, device: int, data: st.DataObject) -> None:
