@@ -363,6 +363,11 @@ class Model:
                 for p in span):
             self.fail_alloc[device] = False
         self.invalidate(span, spare=device)
+        if not region.kind.anonymous_vma:
+            # Pages of a shared mapping are collected and unmapped through rmap
+            # (try_to_migrate(), an invalidation that spares no mirror), then put back
+            # when migrate_vma_pages() refuses them.
+            self.invalidate([p for p in span if p.where is Where.SYSTEM])
         for index in moved:
             page = region.pages[index]
             # A hole or the zero page moves without MIGRATE_PFN_WRITE: the mirror may only

@@ -385,6 +385,19 @@ def machine_class(variant: Variant, regions: Sequence[tuple[str, m.Kind, int]],
             self.world.close()
 
         def _region(self, data: st.DataObject) -> tuple[str, int, int]:
+            """A range; half the time one that holds a device page, if any region has one:
+            uniform ranges would rarely come back to the pages an earlier step moved."""
+            on_device = [(name, i) for name in names
+                         for i, page in enumerate(self.world.model.regions[name].pages)
+                         if page.where is m.Where.DEVICE]
+            if on_device and data.draw(st.booleans(), label="at a device page"):
+                name, index = data.draw(st.sampled_from(on_device), label="device page")
+                npages = self.world.model.regions[name].npages
+                first = data.draw(st.integers(max(0, index - 4), index), label="first")
+                count = data.draw(st.integers(index - first + 1, min(npages - first,
+                                                                     index - first + 8)),
+                                  label="count")
+                return name, first, count
             name = data.draw(st.sampled_from(names), label="region")
             first, count = data.draw(spans(self.world.model.regions[name].npages),
                                      label="span")
