@@ -83,7 +83,7 @@ def reproduce(results_dir: Path, budget: int, runner: CommandRunner,
             options, results_dir=attempt, suites=(REPLAY_SUITE,), keyword=None,
             mode=sequence.variant, replay=candidate, resume=False, repeat=1,
             reference=False, shard=None, durations=None, jobs=1, baseline=None)
-        report = run.run(replay_options, runner, progress)
+        report = run.run(replay_options, runner, Progress())
         died_now = any(t.outcome in DIED for t in report.tests)
         progress.say(f"try {result.boots}: {len(steps)} steps: "
                      f"{'the guest died' if died_now else 'the guest survived'}")

@@ -89,3 +89,15 @@ def test_the_c_reproducer_compiles_against_the_kernels_own_header(tmp_path: Path
     text = source.read_text()
     assert text.count("observe();") == len(STEPS) + 1
     assert "HMM_DMIRROR_EVICT_PFNS is the hmm-harness extension" in text
+
+
+def test_the_sequence_of_a_real_crash_ends_with_the_step_the_guest_died_in() -> None:
+    # Captured from `run --suite tests/guest/test_stateful.py --stateful-unsafe --explore 100
+    # --seed 11` on 7.2.13: the guest died in test_hmm's dmirror_do_write() (Oops).
+    text = (DATA / "events-stateful-unsafe-crash-7.2.jsonl").read_text()
+    sequence = reproducer.last_sequence(reproducer.read_events(text))
+    assert sequence is not None
+    assert len(sequence.steps) == 13
+    assert sequence.steps[0] == ("migrate_to_device", (1, "wide", 128, 392))
+    assert sequence.steps[-1] == ("device_write", (1, "wide", 212, 6))
+    assert [r[0] for r in sequence.regions] == ["anon", "wide", "shared", "file"]
