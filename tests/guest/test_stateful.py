@@ -258,24 +258,23 @@ class HmmWorld:
 
     def migrate_to_system(self, device: int, name: str, first: int, count: int) -> None:
         self.record("migrate_to_system", device, name, first, count)
-        region, buffer = self.model.regions[name], self.buffers[name]
-        candidates = self.model.system_candidates(device, region, first, count)
-        error, transfer = call(lambda: self.devices[device].migrate_to_system(
-            buffer.page(first), count))
-        moved = self._moved(device, name, candidates, to_device=False)
-        expected = self.model.migrate_to_system(device, region, first, count, moved)
-        self.expect(f"migration of {name}[{first}:+{count}] from device {device}", expected,
-                    error, transfer)
+        self._back_to_system(device, name, first, count, "migration", self.model.migrate_to_system,
+                             lambda addr: self.devices[device].migrate_to_system(addr, count))
 
     def evict(self, device: int, name: str, first: int, count: int) -> None:
         self.record("evict", device, name, first, count)
+        self._back_to_system(device, name, first, count, "eviction", self.model.evict,
+                             lambda addr: self.devices[device].evict_pfns(addr, count))
+
+    def _back_to_system(self, device: int, name: str, first: int, count: int, what: str,
+                        modelled: Callable[..., m.Expected],
+                        action: Callable[[int], hmm.Transfer]) -> None:
         region, buffer = self.model.regions[name], self.buffers[name]
         candidates = self.model.system_candidates(device, region, first, count)
-        error, transfer = call(lambda: self.devices[device].evict_pfns(
-            buffer.page(first), count))
+        error, transfer = call(lambda: action(buffer.page(first)))
         moved = self._moved(device, name, candidates, to_device=False)
-        expected = self.model.evict(device, region, first, count, moved)
-        self.expect(f"eviction of {name}[{first}:+{count}] from device {device}", expected,
+        expected = modelled(device, region, first, count, moved)
+        self.expect(f"{what} of {name}[{first}:+{count}] from device {device}", expected,
                     error, transfer)
 
     def exclusive(self, device: int, name: str, first: int, count: int) -> None:

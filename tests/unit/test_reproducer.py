@@ -101,3 +101,18 @@ def test_the_sequence_of_a_real_crash_ends_with_the_step_the_guest_died_in() -> 
     assert sequence.steps[0] == ("migrate_to_device", (1, "wide", 128, 392))
     assert sequence.steps[-1] == ("device_write", (1, "wide", 212, 6))
     assert [r[0] for r in sequence.regions] == ["anon", "wide", "shared", "file"]
+
+
+def test_reproduce_refuses_what_has_no_crashed_stateful_test(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness import cli
+
+    assert cli.main(["reproduce", str(tmp_path / "nowhere")]) == cli.EXIT_HARNESS
+    assert "cannot read the run to reproduce" in capsys.readouterr().err
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_bytes((DATA / "results-private-7.2.json").read_bytes())
+    assert cli.main(["reproduce", str(run_dir)]) == cli.EXIT_HARNESS
+    assert "no stateful test crashed or hung the guest" in capsys.readouterr().err
+    assert cli.main(["reproduce", str(run_dir), "--budget", "-1"]) == cli.EXIT_HARNESS
+    assert "--budget -1" in capsys.readouterr().err
