@@ -420,7 +420,7 @@ def _main(argv: list[str]) -> int:
             return _merge(args, progress)
         if args.command == "reproduce":
             return _reproduce(args, progress)
-        if args.command not in ("run", "bench", "bisect", "lava-job", "reproduce"):
+        if args.command not in ("run", "bench", "bisect", "lava-job"):
             raise UsageError("no command given", "try 'python -m harness run --help'")
         if args.command == "lava-job":
             return _lava_job(args, progress)

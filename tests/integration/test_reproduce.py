@@ -33,9 +33,10 @@ def test_a_crash_of_the_unsafe_stateful_suite_is_reproduced_and_shrunk(
     proc = subprocess.run([sys.executable, "-m", "harness", "reproduce", str(crashed.results),
                            "--budget", "3"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                           timeout=1800)
-    print(proc.stdout[-4000:])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "reproduced:" in proc.stdout
+    output = proc.stdout + proc.stderr  # the progress lines go to stderr
+    print(output[-4000:])
+    assert proc.returncode == 0, output[-6000:]
+    assert "reproduced:" in output
     out = crashed.results / "reproducer"
     recorded = json.loads((out / "sequence.json").read_text())
     minimal = json.loads((out / "minimal.json").read_text())
