@@ -200,6 +200,9 @@ _C_TEMPLATE = """\
 
 #include "test_hmm_uapi.h"
 
+/* A shrunk sequence needs only some of these. */
+#define HELPER static __attribute__((unused))
+
 struct region {{
     const char *name;
     const char *kind;
@@ -220,7 +223,7 @@ static char *scratch;
 static unsigned char *snap;
 static int next_stamp = 1;
 
-static void check(int ret, const char *what)
+HELPER void check(int ret, const char *what)
 {{
     if (ret) {{
         perror(what);
@@ -228,12 +231,12 @@ static void check(int ret, const char *what)
     }}
 }}
 
-static void step(int number, const char *what)
+HELPER void step(int number, const char *what)
 {{
     printf("step %d: %s\\n", number, what);
 }}
 
-static void dmirror(int device, unsigned long request, void *addr, unsigned long npages,
+HELPER void dmirror(int device, unsigned long request, void *addr, unsigned long npages,
             void *ptr)
 {{
     struct hmm_dmirror_cmd cmd = {{
@@ -246,24 +249,24 @@ static void dmirror(int device, unsigned long request, void *addr, unsigned long
            (unsigned long long)cmd.faults);
 }}
 
-static void stamp(char *addr, unsigned long npages)
+HELPER void stamp(char *addr, unsigned long npages)
 {{
     for (unsigned long p = 0; p < npages; p++, next_stamp++)
         for (unsigned long i = 0; i < page / sizeof(int); i++)
             ((int *)(addr + p * page))[i] = next_stamp;
 }}
 
-static void cpu_read(char *addr, unsigned long npages)
+HELPER void cpu_read(char *addr, unsigned long npages)
 {{
     memcpy(scratch, addr, npages * page);
 }}
 
-static void dontneed(char *addr, unsigned long npages)
+HELPER void dontneed(char *addr, unsigned long npages)
 {{
     check(madvise(addr, npages * page, MADV_DONTNEED), "madvise(MADV_DONTNEED)");
 }}
 
-static void reopen(int device)
+HELPER void reopen(int device)
 {{
     char path[32];
 
@@ -274,7 +277,7 @@ static void reopen(int device)
     check(fds[device] < 0, path);
 }}
 
-static void fork_child(int region, int write)
+HELPER void fork_child(int region, int write)
 {{
     pid_t pid = fork();
 
