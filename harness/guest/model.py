@@ -34,11 +34,8 @@ SNAP_ERROR = 0xFF
 SNAP_NONE = 0x00
 SNAP_READ = 0x01
 SNAP_WRITE = 0x02
-SNAP_PMD = 0x04
-SNAP_PUD = 0x08
 SNAP_ZERO = 0x10
 SNAP_DEV_PRIVATE_LOCAL = 0x20
-SNAP_DEV_PRIVATE_REMOTE = 0x30
 SNAP_DEV_COHERENT_LOCAL = 0x40
 SNAP_DEV_COHERENT_REMOTE = 0x50
 
@@ -144,9 +141,6 @@ class Model:
         stamps = list(range(self._next_stamp, self._next_stamp + count))
         self._next_stamp += count
         return stamps
-
-    def other(self, device: int) -> int:
-        return self.devices[1] if device == self.devices[0] else self.devices[0]
 
     @staticmethod
     def invalidate(pages: Iterable[Page], spare: int | None = None) -> None:

@@ -169,3 +169,18 @@ def test_closing_a_device_evicts_its_pages() -> None:
     world.migrate_to_device(0, region, 0, 3, moved=range(3))
     world.release_device(0)
     assert world.snapshot(0, region)[:3] == [m.SNAP_WRITE] * 3
+
+
+def test_the_snapshot_bytes_are_the_kernels_own() -> None:
+    # The model keeps its own copy of the values so that the host can load it; they must be
+    # those of lib/test_hmm_uapi.h (7.2.13's, as the harness downloads it).
+    import re
+    from pathlib import Path
+
+    header = (Path(__file__).parent / "data/linux-7.2.13-lib-test_hmm_uapi.h").read_text()
+    values = {name: int(value, 16) for name, value in
+              re.findall(r"HMM_DMIRROR_PROT_(\w+)\s*=\s*(0x[0-9A-Fa-f]+)", header)}
+    copies = {name.removeprefix("SNAP_"): getattr(m, name) for name in dir(m)
+              if name.startswith("SNAP_")}
+    assert copies
+    assert {name: values[name] for name in copies} == copies
