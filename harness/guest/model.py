@@ -251,14 +251,12 @@ class Model:
         """hmm_range_fault() with HMM_PFN_REQ_FAULT for one page: the entry that
         dmirror_do_fault() then stores."""
         page = region.pages[index]
-        if page.exclusive:
-            self._restore_exclusive(page)
-        if self.on_private_device(page):
-            assert page.device != device, "test_hmm cannot fault its own private page"
-            self._fault_back(page)
+        assert not self.on_private_device(page, device), \
+            "test_hmm cannot fault its own private page"
+        # The fault the CPU would take: the same restores, migrations back and copies.
         if write:
             self._cpu_write_fault(region, page)
-        elif page.where is Where.NOTHING:
+        else:
             self.cpu_read(region, index, 1)
         return Entry.WRITE if page.writable else Entry.READ
 
