@@ -16,6 +16,7 @@ import functools
 import os
 import struct
 import threading
+import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +35,7 @@ PROT_WRITE: int = lib.PROT_WRITE
 PROT_READ_WRITE = PROT_READ | PROT_WRITE
 
 MADV_DONTNEED: int = lib.MADV_DONTNEED
+MADV_DONTFORK: int = lib.MADV_DONTFORK
 MADV_FREE: int = lib.MADV_FREE
 MADV_HUGEPAGE: int = lib.MADV_HUGEPAGE
 MADV_NOHUGEPAGE: int = lib.MADV_NOHUGEPAGE
@@ -573,6 +575,19 @@ class HmmBuffer:
         return cls(MemoryMapping(size, prot, flags, fd), size)
 
     @classmethod
+    def between_guard_pages(cls, size: int, map_with_room: Callable[[int], HmmBuffer],
+                            ) -> HmmBuffer:
+        """`size` bytes mapped by `map_with_room` (given the size to map), with an
+        inaccessible page on either side that fork() leaves out. Whatever the kernel does
+        at the edge of a neighbouring mapping's range then lands on a guard page, never on
+        the buffer."""
+        room = map_with_room(size + 2 * PAGE_SIZE)
+        for guard in (room.addr, room.addr + PAGE_SIZE + size):
+            room.mapping.mprotect(guard, PAGE_SIZE, PROT_NONE)
+            room.mapping.madvise(guard, PAGE_SIZE, MADV_DONTFORK)
+        return cls(room.mapping, size, addr=room.addr + PAGE_SIZE, fd=room.fd)
+
+    @classmethod
     def hugetlb(cls, size: int, prot: int = PROT_READ_WRITE) -> HmmBuffer:
         """Private MAP_HUGETLB memory; OSError (ENOMEM) when no huge page is free."""
         flags = lib.MAP_PRIVATE | lib.MAP_ANONYMOUS | lib.MAP_HUGETLB
@@ -704,6 +719,65 @@ def hugetlb_pool(size: int) -> str:
 
 def free_huge_pages(size: int) -> int:
     return _read_int(f"{hugetlb_pool(size)}/free_hugepages") or 0
+
+
+# The counters that move while kswapd or kcompactd isolates and migrates pages.
+RECLAIM_AND_COMPACTION_COUNTERS = ("compact_isolated", "compact_daemon_wake", "pgmigrate_success",
+                                   "pgscan_kswapd", "pgsteal_kswapd")
+BACKGROUND_MEMORY_DAEMONS = ("kswapd", "kcompactd")
+
+
+def vmstat() -> dict[str, int]:
+    with open("/proc/vmstat") as f:
+        return {name: int(value) for name, value in (line.split() for line in f)}
+
+
+def reclaim_and_compaction_counters() -> dict[str, int]:
+    counters = vmstat()
+    return {name: counters.get(name, 0) for name in RECLAIM_AND_COMPACTION_COUNTERS}
+
+
+def counters_moved(before: Mapping[str, int], after: Mapping[str, int]) -> str:
+    moved = [f"{name} +{after[name] - before[name]}" for name in before
+             if after[name] != before[name]]
+    return ", ".join(moved) or "none"
+
+
+def _busy_memory_daemons() -> list[str]:
+    busy = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        name, _, rest = stat.partition("(")[2].rpartition(")")
+        if name.startswith(BACKGROUND_MEMORY_DAEMONS) and rest.split()[0] not in ("S", "I"):
+            busy.append(name)
+    return busy
+
+
+def wait_for_memory_daemons_to_settle(timeout: float = 30.0, quiet_samples: int = 4,
+                                      interval: float = 0.05) -> str | None:
+    """Wait until kswapd and kcompactd sleep and their counters stay still.
+
+    High-order allocations (THPs, test_hmm's PMD-sized backing pages) wake kswapd, which
+    wakes kcompactd; compaction then holds small pages isolated while it moves them, and a
+    migrate_vma_setup() running meanwhile skips them. Returns None once settled, else what
+    was still moving when `timeout` ran out."""
+    deadline = time.monotonic() + timeout
+    previous = reclaim_and_compaction_counters()
+    quiet = 0
+    while quiet < quiet_samples:
+        if time.monotonic() > deadline:
+            busy = ", ".join(_busy_memory_daemons()) or "none"
+            return f"still busy after {timeout:.0f} s: {busy}"
+        time.sleep(interval)
+        current = reclaim_and_compaction_counters()
+        settled = current == previous and not _busy_memory_daemons()
+        quiet = quiet + 1 if settled else 0
+        previous = current
+    return None
 
 
 def pagemap_entries(addr: int, npages: int) -> list[int]:

@@ -32,11 +32,17 @@ def migration_benchmark(dmirror: hmm.MirrorDevice, size: int, use_thp: bool,
     with HmmBuffer.anonymous(size) as buffer:
         buffer.madvise(hmm.MADV_HUGEPAGE if use_thp else hmm.MADV_NOHUGEPAGE)
         buffer.fill_repeated(int_sequence(256))  # ptr[i] = i & 0xFF
-
+        # The previous round's PMD-sized allocations woke compaction, which would hold
+        # some of these small pages isolated while the migration looks for them.
+        unsettled = hmm.wait_for_memory_daemons_to_settle()
+        counters = hmm.reclaim_and_compaction_counters()
         try:
             dmirror.migrate_to_device(buffer.addr, npages, buffer.mirror_ptr)
         except hmm.NoEntry as error:
             error.add_note(where_the_pages_are(dmirror, buffer))
+            moved = hmm.counters_moved(counters, hmm.reclaim_and_compaction_counters())
+            error.add_note(f"reclaim and compaction during the migration: {moved}; before "
+                           f"it: {unsettled or 'settled'}")
             raise
         dmirror.migrate_to_system(buffer.addr, npages, buffer.mirror_ptr)
         to_device = to_system = 0.0

@@ -16,6 +16,7 @@ case to the results directory (stateful/), ready to paste into tests/guest.
 from __future__ import annotations
 
 import errno as errnos
+import functools
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +47,8 @@ REGIONS = (("anon", m.Kind.PRIVATE, 24), ("wide", m.Kind.PRIVATE, 520),
            ("shared", m.Kind.SHARED, 12), ("file", m.Kind.FILE, 12))
 STEPS_PER_SEQUENCE = 20
 FAULT_AROUND = "/sys/kernel/debug/fault_around_bytes"
+PAGEMAP_PRESENT = 1 << 63
+PAGEMAP_PFN = (1 << 55) - 1
 PROTS = {"none": hmm.PROT_NONE, "read": hmm.PROT_READ, "read-write": hmm.PROT_READ_WRITE}
 MODEL_PROT = {hmm.PROT_NONE: m.PROT_NONE, hmm.PROT_READ: m.PROT_READ,
               hmm.PROT_READ_WRITE: m.PROT_READ | m.PROT_WRITE}
@@ -102,9 +105,10 @@ class HmmWorld:
     def _map(kind: m.Kind, npages: int) -> hmm.HmmBuffer:
         size = npages * PAGE
         if kind is m.Kind.FILE:
-            buffer = hmm.HmmBuffer.file_backed(size)
+            buffer = hmm.HmmBuffer.between_guard_pages(size, hmm.HmmBuffer.file_backed)
         else:
-            buffer = hmm.HmmBuffer.anonymous(size, shared=kind is m.Kind.SHARED)
+            buffer = hmm.HmmBuffer.between_guard_pages(
+                size, functools.partial(hmm.HmmBuffer.anonymous, shared=kind is m.Kind.SHARED))
         # THP would make PMD-sized parts of a buffer move and fault as one; these buffers
         # test 4 KiB pages (the kernel is built with THP "always"). Until the advice splits
         # it off, the new VMA may have merged with its neighbour (the mirror's malloc chunk,
@@ -209,10 +213,24 @@ class HmmWorld:
         self.check_data(f"CPU read of {name}[{first}:+{count}]",
                         self.buffers[name].contents(first * PAGE, count * PAGE), stamps)
 
+    def frames(self, name: str, first: int, count: int) -> list[int | None]:
+        """The frame of each page, None where no page is present (pagemap; root)."""
+        entries = hmm.pagemap_entries(self.buffers[name].page(first), count)
+        return [entry & PAGEMAP_PFN if entry & PAGEMAP_PRESENT else None for entry in entries]
+
+    def copied_pages(self, name: str, first: int, before: Sequence[int | None]) -> set[int]:
+        """Pages (region indices) present before and after a write, on another frame."""
+        after = self.frames(name, first, len(before))
+        return {first + i for i, (was, now) in enumerate(zip(before, after, strict=True))
+                if was is not None and now is not None and was != now}
+
     def cpu_write(self, name: str, first: int, count: int) -> None:
         self.record("cpu_write", name, first, count)
-        stamps = self.model.cpu_write(self.model.regions[name], first, count)
+        stamps = self.model.new_stamps(count)
+        before = self.frames(name, first, count)
         self.buffers[name].fill(stamp_bytes(stamps), first * PAGE)
+        self.model.cpu_write(self.model.regions[name], first, count, stamps,
+                             self.copied_pages(name, first, before))
 
     def device_read(self, device: int, name: str, first: int, count: int) -> None:
         self.record("device_read", device, name, first, count)
@@ -229,10 +247,11 @@ class HmmWorld:
         buffer = self.buffers[name]
         stamps = self.model.new_stamps(count)
         buffer.mirror[: count * PAGE] = stamp_bytes(stamps)
+        before = self.frames(name, first, count)
         error, transfer = call(lambda: self.devices[device].write(
             buffer.page(first), count, buffer.mirror_ptr))
         expected = self.model.device_write(device, self.model.regions[name], first, count,
-                                           stamps)
+                                           stamps, self.copied_pages(name, first, before))
         self.expect(f"device {device} write of {name}[{first}:+{count}]", expected, error,
                     transfer)
 
@@ -531,7 +550,9 @@ def write_replay(variant: Variant, seed: int, steps: Sequence[tuple[str, Sequenc
     path = os.path.join(directory, f"test_replay_{variant.name}_{seed}.py")
     lines = [f'"""Shrunk by the stateful suite from --seed {seed} ({variant.name}).',
              "", f"It failed with: {str(error).splitlines()[0] if str(error) else error!r}",
-             '"""', "", "from tests.guest.test_stateful import replay", "", "STEPS = ["]
+             '"""', "", "# fault_around_off is the fixture the test asks for.",
+             "from tests.guest.test_stateful import fault_around_off, replay  # noqa: F401",
+             "", "STEPS = ["]
     lines += [f"    ({step!r}, {tuple(args)!r})," for step, args in steps]
     lines += ["]", "", "", f"def test_replay_{seed}(variant, fault_around_off):",
               "    replay(variant, STEPS, fault_around_off)", ""]
