@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -15,12 +16,15 @@ from harness import (
     compare,
     debian,
     exploration,
+    hostcheck,
+    hostfacts,
     lavaprep,
     matrix,
     merge,
     parallel,
     replay,
     run,
+    spm,
     startupbench,
 )
 from harness.commands import CommandRunner
@@ -254,6 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
                             help="the results directory of the run")
     reproducep.add_argument("--budget", type=int, default=replay.DEFAULT_BUDGET, metavar="N",
                             help="guest boots the shrinking may take (default: %(default)s)")
+    hostp = commands.add_parser(
+        "host-check", help="check whether this machine can run the suites on its own kernel",
+        description="Read-only checks of the machine the harness runs on, for running the "
+                    "suites on its running kernel (vendor mode): root, test_hmm not loaded, "
+                    "the kernel's build directory, config and compiler, the Python packages "
+                    "the suites need, and for coherent mode the soft-reserved memory test_hmm "
+                    "would use (what was found, what was chosen and why). Nothing is built "
+                    "or loaded. Exit status: 0 ready, 125 not, with what to fix.")
+    hostp.add_argument("--mode", default="all", choices=("private", "coherent", "all"),
+                       help="the memory mode to check for (default: %(default)s)")
+    hostp.add_argument("--spm-addr", action="append", dest="spm_addrs", default=[],
+                       metavar="ADDR", help="the start of device N's 256 MiB of soft-reserved "
+                       "memory instead of the discovered one; give it once per device")
+    hostp.add_argument("--json", type=Path, metavar="FILE",
+                       help="also write the findings to FILE as JSON")
     mergep = commands.add_parser(
         "merge", help="merge the results of shards, repeated runs or kernels into one report",
         description="Merge results directories into one report in --results: summary, "
@@ -420,6 +439,8 @@ def _main(argv: list[str]) -> int:
             return _merge(args, progress)
         if args.command == "reproduce":
             return _reproduce(args, progress)
+        if args.command == "host-check":
+            return _host_check(args, progress)
         if args.command not in ("run", "bench", "bisect", "lava-job"):
             raise UsageError("no command given", "try 'python -m harness run --help'")
         if args.command == "lava-job":
@@ -513,6 +534,32 @@ def _reproduce(args: argparse.Namespace, progress: Progress) -> int:
     progress.say(f"{verdict} ({found.boots} boots, {found.seconds:.0f} s); "
                  f"{found.directory}/repro.c, test_reproducer.py, minimal.json")
     return EXIT_PASSED if found.confirmed else EXIT_FAILED
+
+
+def _spm_address(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise UsageError(f"--spm-addr {text!r} is not an address",
+                         "give a physical address, e.g. --spm-addr 0x100000000") from None
+
+
+def _host_check(args: argparse.Namespace, progress: Progress) -> int:
+    addresses = tuple(_spm_address(text) for text in args.spm_addrs)
+    if addresses and args.mode == "private":
+        raise UsageError("--spm-addr is for device-coherent memory",
+                         "add --mode coherent or --mode all, or drop --spm-addr")
+    facts = hostfacts.gather(CommandRunner(log=sys.stderr))
+    coherent = args.mode != "private"
+    try:
+        ready = hostcheck.plan(facts, coherent=coherent, spm_addresses=addresses)
+    finally:
+        if coherent:
+            progress.say(hostcheck.describe_found(spm.candidates(facts.memory)))
+    progress.say(hostcheck.describe(ready))
+    if args.json:
+        args.json.write_text(json.dumps(ready.as_json(), indent=2) + "\n")
+    return EXIT_PASSED
 
 
 def _bisect(args: argparse.Namespace, options: run.RunOptions, runner: CommandRunner,

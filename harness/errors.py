@@ -42,6 +42,14 @@ class GuestSetupError(HarnessError):
     """The guest booted but could not set up what the tests need (module, devices)."""
 
 
+class SpmError(HarnessError):
+    """The machine's soft-reserved memory cannot give test_hmm its coherent chunks."""
+
+
+class HostNotReadyError(HarnessError):
+    """The machine the harness runs on cannot run the suites on its own kernel as it is."""
+
+
 class LostVMError(HarnessError):
     """The guest ended without reporting a status."""
 

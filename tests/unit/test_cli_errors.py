@@ -170,3 +170,14 @@ def test_durations_that_are_not_results(capsys, tmp_path):
                        "--results", str(tmp_path / "r"))
     assert status == cli.EXIT_HARNESS
     assert f"the durations file {tmp_path / 'd.json'} has no 'tests' list" in err
+
+
+@pytest.mark.parametrize(("argv", "problem"), [
+    (("--mode", "private", "--spm-addr", "0x100000000"), "--spm-addr is for device-coherent"),
+    (("--mode", "coherent", "--spm-addr", "fourgig"), "--spm-addr 'fourgig' is not an address"),
+])
+def test_host_check_refuses_bad_spm_addresses_before_reading_the_machine(capsys, argv,
+                                                                         problem):
+    status = cli.main(["host-check", *argv])
+    assert status == cli.EXIT_HARNESS
+    assert problem in capsys.readouterr().err
