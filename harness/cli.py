@@ -24,7 +24,6 @@ from harness import (
     parallel,
     replay,
     run,
-    spm,
     startupbench,
 )
 from harness.commands import CommandRunner
@@ -550,15 +549,15 @@ def _host_check(args: argparse.Namespace, progress: Progress) -> int:
         raise UsageError("--spm-addr is for device-coherent memory",
                          "add --mode coherent or --mode all, or drop --spm-addr")
     facts = hostfacts.gather(CommandRunner(log=sys.stderr))
-    coherent = args.mode != "private"
-    try:
-        ready = hostcheck.plan(facts, coherent=coherent, spm_addresses=addresses)
-    finally:
-        if coherent:
-            progress.say(hostcheck.describe_found(spm.candidates(facts.memory)))
-    progress.say(hostcheck.describe(ready))
+    assessment = hostcheck.assess(facts, coherent=args.mode != "private",
+                                  spm_addresses=addresses)
+    if args.mode != "private":
+        progress.say(hostcheck.describe_found(assessment.spm_found))
+    progress.say(hostcheck.describe(assessment))
     if args.json:
-        args.json.write_text(json.dumps(ready.as_json(), indent=2) + "\n")
+        args.json.write_text(json.dumps(assessment.as_json(), indent=2) + "\n")
+    if not assessment.ready:
+        raise assessment.refusal()
     return EXIT_PASSED
 
 

@@ -7,17 +7,19 @@ harness/hostfacts.py gathers the facts they judge.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from harness import kconfig, spm
-from harness.errors import HostNotReadyError
+from harness.errors import HarnessError, HostNotReadyError
 
-# What the guest side imports (pyroute2 is not among them: the suites do not use it).
+# What the guest side imports: the suites, their plugin (pyroute2 for the uevents of
+# test_hmm's devices) and the stateful suite.
 PYTHON_MODULES = {"pytest": "python3-pytest", "cffi": "python3-cffi",
-                  "pytest_timeout": "python3-pytest-timeout",
+                  "pytest_timeout": "python3-pytest-timeout", "pyroute2": "python3-pyroute2",
                   "hypothesis": "python3-hypothesis"}
 PIP_NAMES = {"pytest": "pytest", "cffi": "cffi", "pytest_timeout": "pytest-timeout",
-             "hypothesis": "hypothesis"}
+             "pyroute2": "pyroute2", "hypothesis": "hypothesis"}
 
 
 @dataclass(frozen=True)
@@ -34,18 +36,35 @@ class HostFacts:
 
 
 @dataclass(frozen=True)
-class HostPlan:
-    """What a run on this host would use."""
+class Assessment:
+    """What a run on this host would use, and everything that stops it."""
 
     release: str
-    config_source: str
-    compiler: str
-    spm: spm.Choice | None
+    config_source: str | None
+    compiler: str | None
+    spm_choice: spm.Choice | None
+    spm_found: tuple[spm.Candidate, ...]
+    problems: tuple[HarnessError, ...]
+
+    @property
+    def ready(self) -> bool:
+        return not self.problems
 
     def as_json(self) -> dict[str, object]:
-        return {"release": self.release, "config_source": self.config_source,
-                "compiler": self.compiler,
-                "spm": self.spm.as_json() if self.spm is not None else None}
+        return {"ready": self.ready, "release": self.release,
+                "config_source": self.config_source, "compiler": self.compiler,
+                "spm": self.spm_choice.as_json() if self.spm_choice is not None else None,
+                "spm_found": spm.Choice((), "", self.spm_found).as_json()["found"],
+                "problems": [{"problem": p.problem, "fix": p.fix} for p in self.problems]}
+
+    def refusal(self) -> HarnessError:
+        """One error naming every problem, for the CLI."""
+        if len(self.problems) == 1:
+            return self.problems[0]
+        return HostNotReadyError(
+            f"{len(self.problems)} things stop a run on this host:\n"
+            + "\n".join(f"  - {p.problem}\n    fix: {p.fix}" for p in self.problems),
+            "fix each of them, then run host-check again")
 
 
 def config_sources(release: str) -> tuple[str, ...]:
@@ -82,43 +101,60 @@ def matching_compiler(version_text: str, compilers: dict[str, str]) -> str:
         ": a module built with another one may not load, or may misbehave")
 
 
-def plan(facts: HostFacts, coherent: bool, spm_addresses: tuple[int, ...] = ()) -> HostPlan:
-    """HostNotReadyError (or SpmError) for the first thing that stops a run here."""
+def assess(facts: HostFacts, coherent: bool, spm_addresses: tuple[int, ...] = (),
+           ) -> Assessment:
+    """Every check, each problem with its fix; nothing stops at the first."""
+    problems: list[HarnessError] = []
     if not facts.is_root:
-        raise HostNotReadyError("running on the host needs root: the harness loads test_hmm "
-                                "and reads /proc/iomem", "run it as root (sudo)")
+        problems.append(HostNotReadyError(
+            "running on the host needs root: the harness loads test_hmm and reads /proc/iomem",
+            "run it as root (sudo)"))
     if "test_hmm" in facts.loaded_modules:
-        raise HostNotReadyError("test_hmm is loaded already; the harness loads its own "
-                                "build with its own parameters",
-                                "rmmod test_hmm, after whatever uses /dev/hmm_dmirror* is done")
+        problems.append(HostNotReadyError(
+            "test_hmm is loaded already; the harness loads its own build with its own "
+            "parameters", "rmmod test_hmm, after whatever uses /dev/hmm_dmirror* is done"))
     if not facts.build_dir_ready:
-        raise HostNotReadyError(
+        problems.append(HostNotReadyError(
             f"no kernel build directory for the running kernel "
             f"(/lib/modules/{facts.release}/build/Makefile)",
-            f"install the kernel headers (Debian: apt install linux-headers-{facts.release})")
+            f"install the kernel headers (Debian: apt install linux-headers-{facts.release})"))
+    compiler = None
     if not facts.config_text:
-        raise HostNotReadyError(
+        problems.append(HostNotReadyError(
             "the running kernel's config is not readable: none of "
             + ", ".join(config_sources(facts.release)),
-            "boot a kernel that ships its config, or build one with CONFIG_IKCONFIG_PROC=y")
-    options = kconfig.parse(facts.config_text)
-    kconfig.require(options, f"running here ({facts.release}, {facts.config_sources[0]})")
-    compiler = matching_compiler(options.get("CONFIG_CC_VERSION_TEXT", ""), facts.compilers)
+            "boot a kernel that ships its config, or build one with CONFIG_IKCONFIG_PROC=y"))
+    else:
+        options = kconfig.parse(facts.config_text)
+        try:
+            kconfig.require(options, f"running here ({facts.release}, "
+                                     f"{facts.config_sources[0]})")
+        except HarnessError as problem:
+            problems.append(problem)
+        try:
+            compiler = matching_compiler(options.get("CONFIG_CC_VERSION_TEXT", ""),
+                                         facts.compilers)
+        except HarnessError as problem:
+            problems.append(problem)
     if facts.missing_python_modules:
         missing = facts.missing_python_modules
-        raise HostNotReadyError(
-            "the suites run with this machine's Python, which lacks "
-            + ", ".join(missing),
+        problems.append(HostNotReadyError(
+            "the suites run with this machine's Python, which lacks " + ", ".join(missing),
             "apt install " + " ".join(PYTHON_MODULES[m] for m in missing)
-            + " (or pip install " + " ".join(PIP_NAMES[m] for m in missing) + ")")
+            + " (or pip install " + " ".join(PIP_NAMES[m] for m in missing) + ")"))
+    found = tuple(spm.candidates(facts.memory)) if coherent else ()
     choice = None
     if coherent:
-        found = spm.candidates(facts.memory)
-        choice = spm.check_given(spm_addresses, found) if spm_addresses else spm.choose(found)
-    return HostPlan(facts.release, facts.config_sources[0], compiler, choice)
+        try:
+            choice = spm.check_given(spm_addresses, found) if spm_addresses \
+                else spm.choose(found)
+        except HarnessError as problem:
+            problems.append(problem)
+    return Assessment(facts.release, facts.config_sources[0] if facts.config_sources else None,
+                      compiler, choice, found, tuple(problems))
 
 
-def describe_found(found: list[spm.Candidate]) -> str:
+def describe_found(found: Sequence[spm.Candidate]) -> str:
     if not found:
         return "soft-reserved memory: none found"
     lines = ["soft-reserved memory found:"]
@@ -128,11 +164,14 @@ def describe_found(found: list[spm.Candidate]) -> str:
     return "\n".join(lines)
 
 
-def describe(ready: HostPlan) -> str:
-    lines = [f"kernel {ready.release}: config from {ready.config_source}, "
-             f"test_hmm would be built with {ready.compiler}"]
-    if ready.spm is not None:
-        chosen = ", ".join(f"spm_addr_dev{i}={a:#x}" for i, a in enumerate(ready.spm.addresses))
-        lines.append(f"coherent devices: {chosen} ({ready.spm.reason})")
-    lines.append("ready: this machine can run the suites on its running kernel")
+def describe(assessment: Assessment) -> str:
+    lines = [f"kernel {assessment.release}: config from {assessment.config_source or 'nowhere'}"
+             + (f", test_hmm would be built with {assessment.compiler}"
+                if assessment.compiler else "")]
+    if assessment.spm_choice is not None:
+        chosen = ", ".join(f"spm_addr_dev{i}={a:#x}"
+                           for i, a in enumerate(assessment.spm_choice.addresses))
+        lines.append(f"coherent devices: {chosen} ({assessment.spm_choice.reason})")
+    if assessment.ready:
+        lines.append("ready: this machine can run the suites on its running kernel")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ PLAN_FILE = "/hmm/results/plan.json"
 # Every test the suites hold, written by the plugin for the C reference runner.
 SUITE_FILE = "/tmp/hmm-harness-suite.json"
 GUEST_RESULTS = "/hmm/results"
+GUEST_PROJECT = "/hmm/project"
 MARKER_PREFIX = "hmm-harness:"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import hostcheck, hostfacts
-from harness.errors import HarnessError, HostNotReadyError, KernelConfigError
+from harness.errors import HostNotReadyError, KernelConfigError
 
 DATA = Path(__file__).parent / "data"
 CONFIG = (DATA / "config-7.2.13+deb14-amd64").read_text()
@@ -27,11 +27,21 @@ def ready_host(**changes: object) -> hostcheck.HostFacts:
 
 def test_a_ready_host_gets_its_compiler_and_both_chunks() -> None:
     assert CC in CONFIG
-    ready = hostcheck.plan(ready_host(), coherent=True)
-    assert ready.compiler == "x86_64-linux-gnu-gcc-16"
-    assert ready.spm is not None and ready.spm.addresses == (0x1_0000_0000, 0x1_1000_0000)
+    ready = hostcheck.assess(ready_host(), coherent=True)
+    assert ready.ready and ready.compiler == "x86_64-linux-gnu-gcc-16"
+    assert ready.spm_choice is not None
+    assert ready.spm_choice.addresses == (0x1_0000_0000, 0x1_1000_0000)
     assert ready.as_json()["config_source"] == f"/lib/modules/{RELEASE}/config"
     assert "spm_addr_dev1=0x110000000" in hostcheck.describe(ready)
+
+
+def test_every_problem_is_named_at_once() -> None:
+    assessment = hostcheck.assess(ready_host(is_root=False, build_dir_ready=False,
+                                             compilers={}), coherent=False)
+    assert len(assessment.problems) == 3
+    refusal = assessment.refusal()
+    assert "3 things stop a run" in refusal.problem and "needs root" in refusal.problem
+    assert "apt install linux-headers-" in refusal.problem
 
 
 @pytest.mark.parametrize(("changes", "problem"), [
@@ -44,32 +54,30 @@ def test_a_ready_host_gets_its_compiler_and_both_chunks() -> None:
 ])
 def test_each_thing_a_host_lacks_is_named_with_its_fix(changes: dict[str, object],
                                                       problem: str) -> None:
-    with pytest.raises(HostNotReadyError) as refused:
-        hostcheck.plan(ready_host(**changes), coherent=False)
-    assert problem in refused.value.problem
-    assert refused.value.fix
+    [refused] = hostcheck.assess(ready_host(**changes), coherent=False).problems
+    assert isinstance(refused, HostNotReadyError)
+    assert problem in refused.problem
+    assert refused.fix
 
 
 def test_the_compiler_error_says_which_package_to_install() -> None:
-    with pytest.raises(HostNotReadyError) as refused:
-        hostcheck.plan(ready_host(compilers={}), coherent=False)
-    assert "apt install gcc-16" in refused.value.fix
-    assert "x86_64-linux-gnu-gcc-16: not found" in refused.value.problem
+    [refused] = hostcheck.assess(ready_host(compilers={}), coherent=False).problems
+    assert "apt install gcc-16" in refused.fix
+    assert "x86_64-linux-gnu-gcc-16: not found" in refused.problem
 
 
 def test_a_kernel_without_device_private_is_refused_as_in_qemu() -> None:
     config = CONFIG.replace("CONFIG_DEVICE_PRIVATE=y", "# CONFIG_DEVICE_PRIVATE is not set")
-    with pytest.raises(KernelConfigError) as refused:
-        hostcheck.plan(ready_host(config_text=config), coherent=False)
-    assert "CONFIG_DEVICE_PRIVATE" in refused.value.problem
+    [refused] = hostcheck.assess(ready_host(config_text=config), coherent=False).problems
+    assert isinstance(refused, KernelConfigError)
+    assert "CONFIG_DEVICE_PRIVATE" in refused.problem
 
 
 def test_coherent_mode_on_a_host_whose_range_kmem_holds_is_refused() -> None:
     facts = ready_host(memory=hostfacts.machine_memory(DATA / "spm" / "guest-7.2-kmem"))
-    with pytest.raises(HarnessError) as refused:
-        hostcheck.plan(facts, coherent=True)
-    assert "dax0.0 (driver kmem)" in refused.value.problem
-    assert hostcheck.plan(facts, coherent=False).spm is None
+    [refused] = hostcheck.assess(facts, coherent=True).problems
+    assert "dax0.0 (driver kmem)" in refused.problem
+    assert hostcheck.assess(facts, coherent=False).ready
 
 
 def test_clang_kernels_look_for_clang() -> None:
