@@ -18,6 +18,7 @@ from harness import (
     exploration,
     hostcheck,
     hostfacts,
+    hostrun,
     lavaprep,
     matrix,
     merge,
@@ -194,6 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "then merge them into the results directory (shard K in "
                            "DIR/shard-K); refused when the host's cores or memory cannot hold "
                            "N guests (default: %(default)s)")
+    runp.add_argument("--target", default="qemu", choices=("qemu", "host"),
+                      help="qemu: boot the kernel in a guest; host: run on this machine's "
+                           "running kernel, building and loading test_hmm here (needs root, "
+                           "the kernel's build directory and --yes-this-host; see "
+                           "docs/vendor-mode.md) (default: %(default)s)")
+    runp.add_argument("--yes-this-host", action="store_true",
+                      help="with --target host: yes, load test_hmm into this machine's kernel")
+    runp.add_argument("--spm-addr", action="append", dest="spm_addrs", default=[],
+                      metavar="ADDR", help="with --target host: the start of device N's 256 "
+                      "MiB of soft-reserved memory instead of the discovered one; once per "
+                      "device")
     runp.add_argument("--resume", type=Path, metavar="DIR",
                       help="continue the run whose results are in DIR (interrupted, killed or "
                            "crashed) with the options it was started with; finished tests are "
@@ -396,7 +408,10 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
         guest_root=args.guest_root,
         seed=exploration.parse_seed(getattr(args, "seed", None)),
         explore=getattr(args, "explore", exploration.DEFAULT_EXPLORE),
-        stateful_unsafe=getattr(args, "stateful_unsafe", False))
+        stateful_unsafe=getattr(args, "stateful_unsafe", False),
+        target=getattr(args, "target", "qemu"),
+        yes_this_host=getattr(args, "yes_this_host", False),
+        spm_addrs=tuple(_spm_address(t) for t in getattr(args, "spm_addrs", [])))
 
 
 def explicit_options(argv: Sequence[str]) -> list[str]:
@@ -457,8 +472,14 @@ def _main(argv: list[str]) -> int:
             return _matrix(args, options, runner, progress)
         if getattr(args, "startup", False):
             return _bench_startup(args, options, runner, progress)
-        report = parallel.run_jobs(options, runner, progress) if options.jobs > 1 \
-            else run.run(options, runner, progress)
+        if options.target == "host":
+            report = hostrun.run_on_host(options, runner, progress)
+        elif options.spm_addrs or options.yes_this_host:
+            raise UsageError("--spm-addr and --yes-this-host go with --target host",
+                             "add --target host, or drop them")
+        else:
+            report = parallel.run_jobs(options, runner, progress) if options.jobs > 1 \
+                else run.run(options, runner, progress)
     except HarnessError as error:
         print(f"error: {error.problem}", file=sys.stderr)
         if error.fix:

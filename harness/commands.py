@@ -56,6 +56,17 @@ class CommandRunner:
         return proc.stdout if capture else ""
 
 
+    def status(self, argv: Sequence[str | os.PathLike[str]], *,
+               env: Mapping[str, str] | None = None, cwd: Path | None = None) -> int:
+        """Run argv, its output going where the harness's goes; its exit status, whatever
+        it is (a test run that fails still ran). 0 in a dry run."""
+        self.announce(format_command(argv, env, cwd))
+        if self.dry_run:
+            return 0
+        return subprocess.run([os.fspath(a) for a in argv], env={**os.environ, **(env or {})},
+                              cwd=cwd).returncode
+
+
 def require_tool(name: str, package: str) -> str:
     """Absolute path of a host program, or a MissingToolError saying how to install it."""
     path = shutil.which(name)

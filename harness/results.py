@@ -92,6 +92,8 @@ class RunReport:
     boots: int = 0
     # The stateful suite's seed and sequences per machine: --seed SEED repeats the run.
     exploration: dict[str, int] = field(default_factory=dict)
+    # --target host: what the machine's checks found and chose (harness.hostcheck).
+    host: dict[str, Any] = field(default_factory=dict)
     finished: bool = False
 
     def counts(self) -> dict[str, int]:

@@ -98,6 +98,9 @@ class RunOptions:
     explore: int = exploration.DEFAULT_EXPLORE  # sequences per state machine
     stateful_unsafe: bool = False  # the stateful suite may make calls known to crash
     replay: Path | None = None  # a recorded stateful sequence for replay_recorded.py
+    target: str = "qemu"  # TARGETS: a guest, or the running kernel of this machine
+    yes_this_host: bool = False  # --target host: the user means this machine
+    spm_addrs: tuple[int, ...] = ()  # --target host: test_hmm's coherent chunks, by hand
 
 
 OPTIONS_FILE = "run-options.json"

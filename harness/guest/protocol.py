@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import time
 from typing import Any
 
@@ -94,12 +95,16 @@ class EventChannel:
     A virtio-serial port opens only once, so the init opens it and pytest inherits the fd.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, durable: bool = False) -> None:
         self._fd = fd
+        self._durable = durable
 
     @classmethod
     def open(cls, path: str) -> EventChannel:
-        return cls(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+        """A file of events (the host's own run): each one is on disk before the next test
+        runs, so a kernel that takes the machine down leaves the finished tests' results."""
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return cls(fd, durable=stat.S_ISREG(os.fstat(fd).st_mode))
 
     @classmethod
     def inherited(cls) -> EventChannel | None:
@@ -117,6 +122,8 @@ class EventChannel:
         # tests is longer than that.
         while data:
             data = data[os.write(self._fd, data):]
+        if self._durable:
+            os.fsync(self._fd)
 
     def close(self) -> None:
         os.close(self._fd)

@@ -181,3 +181,14 @@ def test_host_check_refuses_bad_spm_addresses_before_reading_the_machine(capsys,
     status = cli.main(["host-check", *argv])
     assert status == cli.EXIT_HARNESS
     assert problem in capsys.readouterr().err
+
+
+def test_a_run_on_the_host_needs_the_users_yes(capsys, tmp_path):
+    status, err = _run(capsys, "--target", "host", "--results", str(tmp_path))
+    assert status == cli.EXIT_HARNESS
+    assert "a kernel bug can take the machine down" in err and "--yes-this-host" in err
+
+
+def test_spm_addresses_for_a_guest_are_refused(capsys, tmp_path):
+    status, err = _run(capsys, "--spm-addr", "0x100000000", "--results", str(tmp_path))
+    assert status == cli.EXIT_HARNESS and "go with --target host" in err

@@ -12,14 +12,12 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from harness.guest import plugin, protocol
+from harness.guest import protocol
 
-PARAMETERS = "/sys/module/test_hmm/parameters"
 DAX_DEVICES = "/sys/bus/dax/devices"
 
 
@@ -34,24 +32,6 @@ def host_check(tmp_path: Any, *options: str) -> tuple[int, dict[str, Any], str]:
 
 def problems(report: dict[str, Any]) -> str:
     return "\n".join(p["problem"] + " / " + p["fix"] for p in report["problems"])
-
-
-@pytest.fixture
-def test_hmm_unloaded(variant: Any) -> Iterator[list[int]]:
-    """The spm addresses test_hmm was loaded with; test_hmm unloaded meanwhile."""
-    if not variant.is_coherent:
-        pytest.skip("the private variant has no soft-reserved memory")
-    addresses = []
-    for device in (0, 1):
-        with open(f"{PARAMETERS}/spm_addr_dev{device}") as parameter:
-            addresses.append(int(parameter.read().strip(), 0))
-    subprocess.run(["rmmod", "test_hmm"], check=True)
-    try:
-        yield addresses
-    finally:
-        subprocess.run(["modprobe", "-r", "-a", "device_dax", "dax_hmem"], capture_output=True)
-        plugin.load_module([f"spm_addr_dev{i}={a:#x}" for i, a in enumerate(addresses)],
-                           "coherent")
 
 
 def test_host_check_chooses_the_memory_the_guest_was_given(

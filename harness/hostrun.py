@@ -1,0 +1,237 @@
+"""--target host: the suites on the running kernel of the machine the harness runs on.
+
+The same suites, plugin and reports as in a guest. What a guest's boot provides comes from
+the machine instead: test_hmm is built against /lib/modules/$(uname -r)/build with the
+kernel's own compiler and loaded here; the kernel log is read live from /dev/kmsg; the
+plugin's events go to a file. Both files are fsynced as they grow, so what finished is on
+disk if a kernel bug takes the machine down.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import select
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from harness import (
+    console,
+    hostcheck,
+    hostfacts,
+    kconfig,
+    kernelspec,
+    kmodext,
+    knownissues,
+    results,
+    run,
+)
+from harness.commands import CommandRunner
+from harness.errors import HostNotReadyError, UsageError
+from harness.guest import protocol
+from harness.paths import PROJECT_ROOT
+from harness.progress import Progress
+
+BUILD_DIR = "host-build"  # in the results directory
+CONSOLE_LOG = "console.log"
+EVENTS_LOG = "events.jsonl"
+DEVICE_WAIT_SECONDS = 30.0
+
+
+def check_options(options: run.RunOptions) -> None:
+    """What a run on the host cannot do, refused before anything is read or built."""
+    if not options.yes_this_host:
+        raise UsageError("--target host loads test_hmm into this machine's running kernel, "
+                         "where a kernel bug can take the machine down",
+                         "add --yes-this-host if that is what you mean")
+    unsupported = {"--kernel": options.kernel, "--module": options.module,
+                   "--modules-dir": options.modules_dir, "--reference": options.reference,
+                   "--jobs": options.jobs > 1, "--shard": options.shard,
+                   "--extra-kmod": options.extra_kmods, "--debug": options.debug_kernel,
+                   "--resume": options.resume, "--replay": options.replay}
+    given = [name for name, value in unsupported.items() if value]
+    if given:
+        raise UsageError(f"--target host runs the machine's own kernel and does not take "
+                         f"{', '.join(given)}", "drop them, or run in QEMU (--target qemu)")
+
+
+def test_hmm_source(options: run.RunOptions, release: str) -> kernelspec.TestHmmSource:
+    if options.test_hmm_source is not None:
+        return kernelspec.test_hmm_source(options.test_hmm_source)
+    tree = Path(f"/lib/modules/{release}/source")
+    if (tree / "lib/test_hmm.c").is_file():
+        return kernelspec.test_hmm_source(tree)
+    raise HostNotReadyError(
+        f"no test_hmm.c for the running kernel: /lib/modules/{release}/source has no "
+        "lib/test_hmm.c", "give --test-hmm-source DIR, the lib/ of the running kernel's source "
+        "(Debian: apt install linux-source-X.Y and unpack /usr/src/linux-source-X.Y.tar.xz)")
+
+
+def kmsg_line(record: bytes) -> str | None:
+    """A /dev/kmsg record ("prio,seq,usec,flags;text") as a console line, None for its
+    continuation lines (" KEY=value")."""
+    text = record.decode(errors="replace")
+    if text.startswith(" ") or ";" not in text:
+        return None
+    prefix, _, message = text.partition(";")
+    fields = prefix.split(",")
+    seconds = int(fields[2]) / 1e6 if len(fields) > 2 and fields[2].isdigit() else 0.0
+    return f"[{seconds:12.6f}] {message.rstrip(chr(10))}"
+
+
+class KmsgJournal:
+    """Copies the kernel log from now on into `path`, fsynced after each batch of records."""
+
+    def __init__(self, path: Path, kmsg: str = "/dev/kmsg") -> None:
+        self.path = path
+        self._fd = os.open(kmsg, os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self._fd, 0, os.SEEK_END)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._copy, name="kmsg-journal", daemon=True)
+
+    def __enter__(self) -> KmsgJournal:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        time.sleep(0.2)  # the last markers the plugin wrote
+        self._stop.set()
+        self._thread.join()
+        os.close(self._fd)
+
+    def _copy(self) -> None:
+        with open(self.path, "a") as journal:
+            while True:
+                ready, _, _ = select.select([self._fd], [], [], 0.1)
+                lines = []
+                while ready:
+                    try:
+                        record = os.read(self._fd, 8192)
+                    except BlockingIOError:
+                        break
+                    except BrokenPipeError:  # records overwritten before we read them
+                        continue
+                    if (line := kmsg_line(record)) is not None:
+                        lines.append(line)
+                if lines:
+                    journal.write("\n".join(lines) + "\n")
+                    journal.flush()
+                    os.fsync(journal.fileno())
+                elif self._stop.is_set():
+                    return
+
+
+def build(options: run.RunOptions, facts: hostcheck.HostFacts, compiler: str,
+          runner: CommandRunner) -> Path:
+    """test_hmm.ko and the cffi extension, for this kernel, in the results directory."""
+    source = test_hmm_source(options, facts.release)
+    headers = f"/lib/modules/{facts.release}/build"
+    staging = options.results_dir / BUILD_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    uapi = source.uapi_h or source.test_hmm_c.with_name("test_hmm_uapi.h")
+    for name, path in (("test_hmm.c", source.test_hmm_c), ("test_hmm_uapi.h", uapi),
+                       ("Makefile", PROJECT_ROOT / "kmod" / "Makefile"),
+                       ("test_hmm_evict.c", kmodext.EXTENSION)):
+        shutil.copyfile(path, staging / name)
+    kmodext.apply_to_staging(staging, Path("/"), headers)
+    runner.run(["make", "-C", headers, f"M={staging}", f"CC={compiler}", "modules"],
+               what="building test_hmm for the running kernel",
+               fix=f"read the compiler's output above; {headers} must belong to "
+                   f"{facts.release}")
+    runner.run(["env", f"CC={compiler}", sys.executable,
+                PROJECT_ROOT / "harness" / "guest" / "uapi_build.py",
+                "--header", staging / "test_hmm_uapi.h", "--outdir", staging],
+               what="building the cffi binding of test_hmm's uapi header")
+    return staging
+
+
+def module_params(assessment: hostcheck.Assessment) -> list[str]:
+    if assessment.spm_choice is None:
+        return []
+    return [f"spm_addr_dev{i}={address:#x}"
+            for i, address in enumerate(assessment.spm_choice.addresses)]
+
+
+def wait_for_devices(mode: str) -> None:
+    expected = [f"/dev/hmm_dmirror{n}" for n in
+                {"private": (0, 1), "coherent": (2, 3), "all": (0, 1, 2, 3)}[mode]]
+    deadline = time.monotonic() + DEVICE_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if all(os.path.exists(path) for path in expected):
+            return
+        time.sleep(0.1)
+    missing = [p for p in expected if not os.path.exists(p)]
+    raise HostNotReadyError(f"test_hmm loaded but did not create {', '.join(missing)}",
+                            "see the kernel log (dmesg) for test_hmm's messages")
+
+
+def pytest_argv(options: run.RunOptions, events: Path) -> list[str]:
+    argv = [sys.executable, "-m", "pytest", "-p", "harness.guest.plugin",
+            "-c", str(PROJECT_ROOT / "tests/guest/pytest.ini"), "--rootdir", str(PROJECT_ROOT),
+            *protocol.PYTEST_PLUGIN_OPTIONS, "-rfEs", f"--hmm-mode={options.mode}",
+            f"--timeout={options.test_timeout}", "--hmm-no-load", f"--hmm-events={events}",
+            f"--hmm-seed={options.seed}", f"--hmm-explore={options.explore}"]
+    if options.repeat > 1:
+        argv.append(f"--hmm-repeat={options.repeat}")
+    if options.stateful_unsafe:
+        argv.append("--hmm-stateful-unsafe")
+    if options.keyword:
+        argv += ["-k", options.keyword]
+    return argv + [str(PROJECT_ROOT / suite) for suite in options.suites]
+
+
+def run_on_host(options: run.RunOptions, runner: CommandRunner,
+                progress: Progress) -> results.RunReport:
+    started = time.monotonic()
+    check_options(options)
+    run.validate_request(options)
+    issues = knownissues.load(run.known_issue_files(options))
+    facts = hostfacts.gather(runner)
+    assessment = hostcheck.assess(facts, coherent=options.mode != "private",
+                                  spm_addresses=options.spm_addrs)
+    if options.mode != "private":
+        progress.say(hostcheck.describe_found(assessment.spm_found))
+    progress.say(hostcheck.describe(assessment))
+    if not assessment.ready or assessment.compiler is None:
+        raise assessment.refusal()
+    run.prepare_results_dir(options.results_dir)
+    run.clean_results(options.results_dir)
+    run.save_options(options)
+    staging = build(options, facts, assessment.compiler, runner)
+    console_log = options.results_dir / CONSOLE_LOG
+    events_log = options.results_dir / EVENTS_LOG
+    params = module_params(assessment)
+    env = {"PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(staging)])}
+    with KmsgJournal(console_log):
+        runner.run(["insmod", staging / "test_hmm.ko", *params], what="loading test_hmm")
+        try:
+            wait_for_devices(options.mode)
+            status = runner.status(pytest_argv(options, events_log), env=env)
+        finally:
+            runner.run(["rmmod", "test_hmm"], what="unloading test_hmm")
+    events = results.parse_events(events_log.read_text() if events_log.exists() else "")
+    log = console.parse(console_log.read_text(errors="replace"))
+    options_set = kconfig.parse(facts.config_text)
+    report = results.RunReport(
+        tests=results.merge(events, log), kernel={"release": facts.release, "origin": "host",
+                                                  "image": f"/lib/modules/{facts.release}"},
+        kconfig=kconfig.checked_values(options_set), accelerator="host", mode=options.mode,
+        strict_known_issues=options.strict_known_issues, kcidb_origin=options.kcidb_origin,
+        started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        exploration={"seed": options.seed, "explore": options.explore},
+        host=assessment.as_json())
+    report.guest_status = status
+    knownissues.apply(report.tests, issues,
+                      knownissues.KernelFacts(facts.release, "host", options_set))
+    if options.repeat > 1:
+        report.repeats, report.flaky = results.repetitions(report.tests)
+    report.wall_seconds = time.monotonic() - started
+    report.finished = True
+    run.write_reports(report, options.results_dir)
+    return report

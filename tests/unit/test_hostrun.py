@@ -1,0 +1,45 @@
+"""--target host: the decisions made before anything is read off the machine."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from harness import hostrun, run
+from harness.errors import UsageError
+from harness.guest import protocol
+
+HOST = run.RunOptions(results_dir=Path("/tmp/r"), cache_dir=Path("/tmp/c"), target="host",
+                      yes_this_host=True)
+
+
+def test_the_host_is_used_only_when_the_user_says_so() -> None:
+    with pytest.raises(UsageError) as refused:
+        hostrun.check_options(dataclasses.replace(HOST, yes_this_host=False))
+    assert "--yes-this-host" in refused.value.fix
+    hostrun.check_options(HOST)
+
+
+def test_what_only_a_guest_can_do_is_refused_by_name() -> None:
+    with pytest.raises(UsageError) as refused:
+        hostrun.check_options(dataclasses.replace(HOST, kernel="sid", jobs=2, reference=True))
+    assert "--kernel, --reference, --jobs" in refused.value.problem
+
+
+def test_kmsg_records_become_console_lines_the_parser_knows() -> None:
+    marker = protocol.begin_marker(3, "tests/guest/test_hmm.py::test_anon_read[private]")
+    line = hostrun.kmsg_line(f"5,1234,12330336,-;{marker}\n".encode())
+    assert line == f"[   12.330336] {marker}"
+    assert hostrun.kmsg_line(b" SUBSYSTEM=misc\n") is None
+
+
+def test_pytest_runs_the_plugin_without_loading_test_hmm_and_writes_events_to_a_file() -> None:
+    options = dataclasses.replace(HOST, mode="all", keyword="anon", repeat=2, seed=5)
+    argv = hostrun.pytest_argv(options, Path("/tmp/r/events.jsonl"))
+    assert argv[1:5] == ["-m", "pytest", "-p", "harness.guest.plugin"]
+    for wanted in ("--hmm-no-load", "--hmm-events=/tmp/r/events.jsonl", "--hmm-mode=all",
+                   "--hmm-repeat=2", "--hmm-seed=5", "-k"):
+        assert wanted in argv
+    assert argv[-1].endswith("/tests/guest")
