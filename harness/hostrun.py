@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import select
 import shutil
 import sys
@@ -31,15 +32,76 @@ from harness import (
     run,
 )
 from harness.commands import CommandRunner
-from harness.errors import HostNotReadyError, UsageError
+from harness.errors import CommandFailedError, HostNotReadyError, UsageError
 from harness.guest import protocol
 from harness.paths import PROJECT_ROOT
 from harness.progress import Progress
 
 BUILD_DIR = "host-build"  # in the results directory
-CONSOLE_LOG = "console.log"
-EVENTS_LOG = "events.jsonl"
 DEVICE_WAIT_SECONDS = 30.0
+PSTORE = Path("/sys/fs/pstore")
+PREVIOUS_BOOT_LINES = 300
+# pstore's dmesg records keep the level and the time stamp in front of each message.
+LOG_PREFIX = re.compile(r"^(<\d+>)?(\[\s*\d+\.\d+\]\s?)?")
+
+
+def journal_files(results_dir: Path, round_number: int) -> tuple[Path, Path]:
+    """(events, kernel log) of one round on the host, named as a guest's boots are."""
+    suffix = "" if round_number == 1 else f"-{round_number}"
+    return results_dir / f"events{suffix}.jsonl", results_dir / f"console{suffix}.log"
+
+
+def journalled_rounds(results_dir: Path) -> tuple[list[str], list[list[results.TestOutcome]]]:
+    """What the journal of earlier rounds holds: the collection order, and each round's
+    outcomes; a test that started and never ended was running when the machine died."""
+    order: list[str] = []
+    rounds = []
+    number = 1
+    while (paths := journal_files(results_dir, number))[0].exists():
+        events = results.parse_events(paths[0].read_text(errors="replace"))
+        text = paths[1].read_text(errors="replace") if paths[1].exists() else ""
+        order += [n for e in events if e["event"] == "collected" for n in e["nodeids"]
+                  if n not in order]
+        rounds.append(results.merge(events, console.parse(text), in_progress="crashed"))
+        number += 1
+    return order, rounds
+
+
+def previous_boot_log(runner: CommandRunner) -> tuple[list[str], dict[str, str]]:
+    """The kernel log of the boot before this one, and what each source gave."""
+    lines: list[str] = []
+    sources: dict[str, str] = {}
+    if shutil.which("journalctl") is None:
+        sources["journalctl -k -b -1"] = "journalctl is not installed"
+    else:
+        try:
+            text = runner.run(["journalctl", "-k", "-b", "-1", "--no-pager", "-o", "cat"],
+                              capture=True, what="journalctl -k -b -1")
+            lines += text.splitlines()
+            sources["journalctl -k -b -1"] = f"{len(text.splitlines())} lines"
+        except CommandFailedError:
+            sources["journalctl -k -b -1"] = "no previous boot in the journal"
+    records = sorted(PSTORE.glob("dmesg-*")) if PSTORE.is_dir() else []
+    for record in records:
+        lines += record.read_text(errors="replace").splitlines()
+    sources[str(PSTORE)] = f"{len(records)} dmesg records" if PSTORE.is_dir() \
+        else "not mounted or no pstore backend"
+    return lines, sources
+
+
+def attach_previous_boot(rounds: list[list[results.TestOutcome]], lines: list[str],
+                         sources: dict[str, str]) -> None:
+    """The test the machine died in gets the previous boot's log, where there is one."""
+    crashed = [t for t in rounds[-1] if t.outcome == "crashed"] if rounds else []
+    lines = [LOG_PREFIX.sub("", line) for line in lines]
+    for test in crashed:
+        test.message = ("the machine died while this test ran (journal up to then; previous "
+                        "boot's log: " + "; ".join(f"{k}: {v}" for k, v in sources.items())
+                        + ")" + (f"\n{test.message}" if test.message else ""))
+        if lines:
+            test.kernel_log += lines[-PREVIOUS_BOOT_LINES:]
+            test.kernel_errors += [e for e in console.distinct(console.kernel_errors(lines))
+                                   if e not in test.kernel_errors]
 
 
 def check_options(options: run.RunOptions) -> None:
@@ -52,7 +114,7 @@ def check_options(options: run.RunOptions) -> None:
                    "--modules-dir": options.modules_dir, "--reference": options.reference,
                    "--jobs": options.jobs > 1, "--shard": options.shard,
                    "--extra-kmod": options.extra_kmods, "--debug": options.debug_kernel,
-                   "--resume": options.resume, "--replay": options.replay}
+                   "--replay": options.replay}
     given = [name for name, value in unsupported.items() if value]
     if given:
         raise UsageError(f"--target host runs the machine's own kernel and does not take "
@@ -171,7 +233,7 @@ def wait_for_devices(mode: str) -> None:
                             "see the kernel log (dmesg) for test_hmm's messages")
 
 
-def pytest_argv(options: run.RunOptions, events: Path) -> list[str]:
+def pytest_argv(options: run.RunOptions, events: Path, deselect: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "pytest", "-p", "harness.guest.plugin",
             "-c", str(PROJECT_ROOT / "tests/guest/pytest.ini"), "--rootdir", str(PROJECT_ROOT),
             *protocol.PYTEST_PLUGIN_OPTIONS, "-rfEs", f"--hmm-mode={options.mode}",
@@ -181,6 +243,7 @@ def pytest_argv(options: run.RunOptions, events: Path) -> list[str]:
         argv.append(f"--hmm-repeat={options.repeat}")
     if options.stateful_unsafe:
         argv.append("--hmm-stateful-unsafe")
+    argv += [f"--deselect={nodeid}" for nodeid in deselect]
     if options.keyword:
         argv += ["-k", options.keyword]
     return argv + [str(PROJECT_ROOT / suite) for suite in options.suites]
@@ -201,32 +264,39 @@ def run_on_host(options: run.RunOptions, runner: CommandRunner,
     if not assessment.ready or assessment.compiler is None:
         raise assessment.refusal()
     run.prepare_results_dir(options.results_dir)
-    run.clean_results(options.results_dir)
+    if not options.resume:
+        run.clean_results(options.results_dir)
     run.save_options(options)
-    staging = build(options, facts, assessment.compiler, runner)
-    console_log = options.results_dir / CONSOLE_LOG
-    events_log = options.results_dir / EVENTS_LOG
-    params = module_params(assessment)
-    env = {"PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(staging)])}
-    with KmsgJournal(console_log):
-        runner.run(["insmod", staging / "test_hmm.ko", *params], what="loading test_hmm")
-        try:
-            wait_for_devices(options.mode)
-            status = runner.status(pytest_argv(options, events_log), env=env)
-        finally:
-            runner.run(["rmmod", "test_hmm"], what="unloading test_hmm")
-    events = results.parse_events(events_log.read_text() if events_log.exists() else "")
-    log = console.parse(console_log.read_text(errors="replace"))
+    order, rounds = journalled_rounds(options.results_dir)
+    host = assessment.as_json()
+    if options.resume:
+        lines, sources = previous_boot_log(runner)
+        attach_previous_boot(rounds, lines, sources)
+        host["previous_boot_log"] = sources
+        progress.say(f"resuming after {len(rounds)} round(s); the previous boot's log: "
+                     + "; ".join(f"{k}: {v}" for k, v in sources.items()))
+    status = None
+    if not order or results.still_to_run(order, rounds):
+        finished = [t.nodeid for outcomes in rounds for t in outcomes
+                    if t.outcome not in results.UNFINISHED]
+        events_log, console_log = journal_files(options.results_dir, len(rounds) + 1)
+        status = run_round(options, facts, assessment, events_log, console_log, finished,
+                           runner)
+        events = results.parse_events(events_log.read_text() if events_log.exists() else "")
+        order += [n for e in events if e["event"] == "collected" for n in e["nodeids"]
+                  if n not in order]
+        rounds.append(results.merge(events, console.parse(
+            console_log.read_text(errors="replace"))))
     options_set = kconfig.parse(facts.config_text)
     report = results.RunReport(
-        tests=results.merge(events, log), kernel={"release": facts.release, "origin": "host",
-                                                  "image": f"/lib/modules/{facts.release}"},
+        tests=results.combine(order, rounds),
+        kernel={"release": facts.release, "origin": "host",
+                "image": f"/lib/modules/{facts.release}"},
         kconfig=kconfig.checked_values(options_set), accelerator="host", mode=options.mode,
         strict_known_issues=options.strict_known_issues, kcidb_origin=options.kcidb_origin,
         started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        exploration={"seed": options.seed, "explore": options.explore},
-        host=assessment.as_json())
-    report.guest_status = status
+        exploration={"seed": options.seed, "explore": options.explore}, host=host,
+        boots=len(rounds), guest_status=status)
     knownissues.apply(report.tests, issues,
                       knownissues.KernelFacts(facts.release, "host", options_set))
     if options.repeat > 1:
@@ -235,3 +305,23 @@ def run_on_host(options: run.RunOptions, runner: CommandRunner,
     report.finished = True
     run.write_reports(report, options.results_dir)
     return report
+
+
+def run_round(options: run.RunOptions, facts: hostcheck.HostFacts,
+              assessment: hostcheck.Assessment, events_log: Path, console_log: Path,
+              finished: list[str], runner: CommandRunner) -> int:
+    """Build test_hmm (once per results directory), load it, run the tests not finished yet
+    under pytest while the kernel log is journalled, unload it. pytest's exit status."""
+    staging = options.results_dir / BUILD_DIR
+    if not (staging / "test_hmm.ko").is_file():
+        assert assessment.compiler is not None
+        staging = build(options, facts, assessment.compiler, runner)
+    env = {"PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(staging)])}
+    with KmsgJournal(console_log):
+        runner.run(["insmod", staging / "test_hmm.ko", *module_params(assessment)],
+                   what="loading test_hmm")
+        try:
+            wait_for_devices(options.mode)
+            return runner.status(pytest_argv(options, events_log, finished), env=env)
+        finally:
+            runner.run(["rmmod", "test_hmm"], what="unloading test_hmm")

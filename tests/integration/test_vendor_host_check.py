@@ -32,3 +32,13 @@ def test_a_run_on_the_host_inside_a_guest_builds_loads_and_runs_the_suites(
         "test_a_run_on_the_host_builds_loads_and_runs_the_suites[coherent]": "passed",
     }, done.output[-4000:]
     assert done.status == 0
+
+
+def test_a_run_on_the_host_that_the_machine_dies_under_is_resumed(harness_run) -> None:
+    done = harness_run("--suite", "tests/guest/vendor/resume_on_host_in_guest.py",
+                       "--mode", "coherent", "--test-timeout", "1300")
+    suite = "tests/guest/vendor/resume_on_host_in_guest.py::"
+    assert done.outcomes() == {
+        f"{suite}test_1_a_run_on_the_host_that_the_machine_dies_under[coherent]": "crashed",
+        f"{suite}test_2_resume_finishes_the_run[coherent]": "passed",
+    }, done.output[-4000:]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import hostrun, run
+from harness import hostrun, results, run
 from harness.errors import UsageError
 from harness.guest import protocol
 
@@ -37,9 +37,31 @@ def test_kmsg_records_become_console_lines_the_parser_knows() -> None:
 
 def test_pytest_runs_the_plugin_without_loading_test_hmm_and_writes_events_to_a_file() -> None:
     options = dataclasses.replace(HOST, mode="all", keyword="anon", repeat=2, seed=5)
-    argv = hostrun.pytest_argv(options, Path("/tmp/r/events.jsonl"))
+    argv = hostrun.pytest_argv(options, Path("/tmp/r/events.jsonl"), ["t.py::done"])
     assert argv[1:5] == ["-m", "pytest", "-p", "harness.guest.plugin"]
     for wanted in ("--hmm-no-load", "--hmm-events=/tmp/r/events.jsonl", "--hmm-mode=all",
-                   "--hmm-repeat=2", "--hmm-seed=5", "-k"):
+                   "--hmm-repeat=2", "--hmm-seed=5", "-k", "--deselect=t.py::done"):
         assert wanted in argv
     assert argv[-1].endswith("/tests/guest")
+
+
+CRASH = Path(__file__).parent / "data" / "host-run-crash"  # a run on a guest, sysrq c midway
+
+
+def test_the_journal_of_a_machine_that_died_says_what_finished_and_where_it_died(
+        tmp_path: Path) -> None:
+    for name in ("events.jsonl", "console.log"):
+        (tmp_path / name).write_bytes((CRASH / name).read_bytes())
+    order, rounds = hostrun.journalled_rounds(tmp_path)
+    assert [n.split("::")[1] for n in order] == [
+        "test_before_the_crash[private]", "test_the_machine_dies[private]",
+        "test_after_the_crash[private]"]
+    [outcomes] = rounds
+    assert [t.outcome for t in outcomes[:2]] == ["passed", "crashed"]
+    assert results.still_to_run(order, rounds) == [order[2]]
+    hostrun.attach_previous_boot(rounds, ["[  9.1] Oops: 0002 [#1] SMP", "RIP: sysrq_handle_crash"],
+                                 {"journalctl -k -b -1": "2 lines"})
+    crashed = outcomes[1]
+    assert crashed.message.startswith("the machine died while this test ran")
+    assert "journalctl -k -b -1: 2 lines" in crashed.message
+    assert crashed.kernel_errors == ["Oops: 0002 [#1] SMP"]
