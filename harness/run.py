@@ -425,12 +425,13 @@ class NextBoot(StrEnum):
     STOP = "stop"
 
 
-def next_boot(reached_user_space: bool, timed_out: bool, early_deaths: int,
+def next_boot(reached_user_space: bool, timed_out: bool, early_deaths_in_a_row: int,
               remaining: int, progressed: bool) -> NextBoot:
-    """What to do after a guest ended. Under TCG a boot very rarely dies before user space
-    (seen: an int3 Oops while unpacking the initramfs): one more boot tells such a flake from
-    a kernel that cannot boot."""
-    if not reached_user_space and not timed_out and early_deaths == 0:
+    """What to do after a guest ended. Under TCG a boot very rarely dies or stalls before
+    user space (seen: an int3 Oops in the scheduler while devtmpfs starts, and a boot silent
+    for 300 s, each once in 39 boots of one long run): one more boot tells such a flake from
+    a kernel that cannot boot, which fails twice in a row."""
+    if not reached_user_space and not timed_out and early_deaths_in_a_row == 0:
         return NextBoot.RETRY
     if reached_user_space and remaining and progressed and not timed_out:
         return NextBoot.CONTINUE
@@ -504,6 +505,7 @@ class Session:
             self.report.started_at = previous.started_at or self.report.started_at
             self.report.startup = previous.startup
         self.early_deaths: list[Path] = []
+        self.early_deaths_in_a_row = 0
         self.monitor_dir = Path(tempfile.mkdtemp(prefix="hmm-harness-"))
         self.current_events: list[dict[str, Any]] = []
         self.current_console: Path | None = None
@@ -559,8 +561,9 @@ class Session:
                 self.report.startup = startup.timeline(guest.events, guest.arrivals,
                                                        guest.qemu_started, guest.qemu_ended)
                 self.report.startup["run_started"] = started
-            if not reached and next_boot(reached, guest.timed_out, len(self.early_deaths), 0,
-                                         False) is NextBoot.RETRY:
+            if not reached and next_boot(reached, guest.timed_out, self.early_deaths_in_a_row,
+                                         0, False) is NextBoot.RETRY:
+                self.early_deaths_in_a_row += 1
                 self.early_deaths.append(spec.console_log.rename(
                     spec.console_log.with_name(f"console-early-death-{number}.log")))
                 how = "was stuck" if guest.hung_reason else "died"
@@ -577,7 +580,9 @@ class Session:
             remaining = results.still_to_run(self.order, self.rounds)
             progressed = any(t.outcome not in results.UNFINISHED for t in outcomes)
             self.checkpoint()
-            if next_boot(reached, guest.timed_out, len(self.early_deaths), len(remaining),
+            if reached:
+                self.early_deaths_in_a_row = 0
+            if next_boot(reached, guest.timed_out, self.early_deaths_in_a_row, len(remaining),
                          progressed) is not NextBoot.CONTINUE:
                 return
             broken = ", ".join(f"{t.outcome}: {t.nodeid}" for t in outcomes

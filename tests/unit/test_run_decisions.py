@@ -10,7 +10,7 @@ from harness.run import NextBoot
 
 @pytest.mark.parametrize(("reached", "timed_out", "deaths", "remaining", "progressed", "next"), [
     (False, False, 0, 0, False, NextBoot.RETRY),  # died before user space: once more
-    (False, False, 1, 0, False, NextBoot.STOP),  # twice: the kernel cannot boot
+    (False, False, 1, 0, False, NextBoot.STOP),  # twice in a row: the kernel cannot boot
     (False, True, 0, 0, False, NextBoot.STOP),  # the run's time is up
     (True, False, 0, 5, True, NextBoot.CONTINUE),  # a crash or hang: fresh guest
     (True, False, 1, 5, True, NextBoot.CONTINUE),
