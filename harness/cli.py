@@ -127,8 +127,9 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
                         help="pytest-timeout for each test in the guest; a test still stuck "
                              "in the kernel 60 s later is dumped and recorded as hung "
                              "(default: %(default)s)")
-    parser.add_argument("--run-timeout", type=int, default=5400, metavar="SECONDS",
-                        help="the whole run is stopped after this (default: %(default)s)")
+    parser.add_argument("--run-timeout", type=int, default=None, metavar="SECONDS",
+                        help="the whole run is stopped after this (default: "
+                             f"{run.RUN_TIMEOUT_PER_REPETITION} for each --repeat)")
     parser.add_argument("--mirror", default=debian.DEFAULT_MIRROR, metavar="URL",
                         help="Debian mirror for kernels and the guest root "
                              "(default: %(default)s)")
@@ -393,7 +394,9 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
         benchmark=benchmark, mirror=args.mirror, qemu=args.qemu,
         accel=args.accel, cpus=args.cpus, memory_mib=args.memory_mib,
         test_timeout=args.test_timeout,
-        run_timeout=args.run_timeout, module=args.module, reference=args.reference,
+        run_timeout=(run.RUN_TIMEOUT_PER_REPETITION * getattr(args, "repeat", 1)
+                     if args.run_timeout is None else args.run_timeout),
+        module=args.module, reference=args.reference,
         extra_kmods=tuple(p.resolve() for p in getattr(args, "extra_kmods", [])),
         debug_symbols=getattr(args, "debug_symbols", False),
         modules_dir=args.modules_dir, test_hmm_source=args.test_hmm_source,

@@ -33,7 +33,7 @@ from harness import (
 )
 from harness.commands import CommandRunner
 from harness.errors import CommandFailedError, HostNotReadyError, UsageError
-from harness.guest import protocol
+from harness.guest import kernelsettings, protocol
 from harness.paths import PROJECT_ROOT
 from harness.progress import Progress
 
@@ -280,8 +280,13 @@ def run_on_host(options: run.RunOptions, runner: CommandRunner,
         finished = [t.nodeid for outcomes in rounds for t in outcomes
                     if t.outcome not in results.UNFINISHED]
         events_log, console_log = journal_files(options.results_dir, len(rounds) + 1)
-        status = run_round(options, facts, assessment, events_log, console_log, finished,
-                           runner)
+        with kernelsettings.Applied(kernelsettings.BACKGROUND_MM_SETTINGS) as before:
+            changed = host["kernel_settings"] = describe_settings(before)
+            progress.say("for the run: " + ", ".join(
+                f"{path} {change['before']} -> {change['during']}"
+                for path, change in changed.items()))
+            status = run_round(options, facts, assessment, events_log, console_log, finished,
+                               runner)
         events = results.parse_events(events_log.read_text() if events_log.exists() else "")
         order += [n for e in events if e["event"] == "collected" for n in e["nodeids"]
                   if n not in order]
@@ -305,6 +310,12 @@ def run_on_host(options: run.RunOptions, runner: CommandRunner,
     report.finished = True
     run.write_reports(report, options.results_dir)
     return report
+
+
+def describe_settings(before: dict[str, str]) -> dict[str, dict[str, str]]:
+    """What results.json says of the settings the run changed (and then restored)."""
+    return {path: {"before": value, "during": kernelsettings.BACKGROUND_MM_SETTINGS[path]}
+            for path, value in before.items()}
 
 
 def run_round(options: run.RunOptions, facts: hostcheck.HostFacts,

@@ -55,6 +55,8 @@ from harness.progress import Progress
 
 MODES = ("private", "coherent", "all")
 DEFAULT_SUITES = ("tests/guest",)
+# The default --run-timeout of one pass over the selection; --repeat N gets N times it.
+RUN_TIMEOUT_PER_REPETITION = 5400
 # pytest exit statuses the guest can report, see pytest.ExitCode.
 PYTEST_INTERRUPTED, PYTEST_INTERNAL_ERROR, PYTEST_USAGE_ERROR, PYTEST_NO_TESTS = 2, 3, 4, 5
 
@@ -73,7 +75,7 @@ class RunOptions:
     cpus: int = 2
     memory_mib: int | None = None
     test_timeout: int = 600
-    run_timeout: int = 5400
+    run_timeout: int = RUN_TIMEOUT_PER_REPETITION
     module: Path | None = None
     reference: bool = False
     benchmark: bool = False
@@ -139,6 +141,10 @@ def validate_request(options: RunOptions) -> None:
     if options.repeat < 1:
         raise UsageError(f"--repeat {options.repeat}: a selection runs at least once",
                          "give --repeat 1 or more")
+    if options.run_timeout <= 0:
+        raise UsageError(f"--run-timeout {options.run_timeout} is not a positive number of "
+                         "seconds", "leave it out for the default, or give e.g. --run-timeout "
+                         f"{RUN_TIMEOUT_PER_REPETITION}")
     if options.repeat > 1 and options.reference:
         raise UsageError("--repeat and --reference do not go together: the C selftest runs "
                          "each case once", "drop one of them")

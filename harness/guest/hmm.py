@@ -19,7 +19,8 @@ import threading
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, NamedTuple
@@ -68,6 +69,7 @@ class Prot(enum.IntFlag):
 # show up there as swap entries.
 PAGEMAP_SWAP = 1 << 62
 PAGEMAP_PRESENT = 1 << 63
+PAGEMAP_PFN = (1 << 55) - 1  # a present page's frame, or a swap entry's type and offset
 
 
 # ---------------------------------------------------------------------------------------
@@ -722,8 +724,9 @@ def free_huge_pages(size: int) -> int:
 
 
 # The counters that move while kswapd or kcompactd isolates and migrates pages.
-RECLAIM_AND_COMPACTION_COUNTERS = ("compact_isolated", "compact_daemon_wake", "pgmigrate_success",
-                                   "pgscan_kswapd", "pgsteal_kswapd")
+RECLAIM_AND_COMPACTION_COUNTERS = ("compact_isolated", "compact_daemon_wake", "compact_stall",
+                                   "pgmigrate_success", "pgscan_kswapd", "pgsteal_kswapd",
+                                   "pgscan_direct")
 BACKGROUND_MEMORY_DAEMONS = ("kswapd", "kcompactd")
 
 
@@ -780,14 +783,59 @@ def wait_for_memory_daemons_to_settle(timeout: float = 30.0, quiet_samples: int 
     return None
 
 
+# /proc/kpageflags bits worth naming when a page would not migrate (KPF_* in the uapi).
+_PAGE_FLAG_NAMES = {0: "locked", 5: "lru", 6: "active", 12: "anon", 15: "compound_head",
+                    16: "compound_tail", 22: "thp", 24: "zero_page"}
+
+
+def describe_system_pages(addr: int, pages: Iterable[int]) -> str:
+    """Frame, map count and flags of some pages of this process (page indexes from `addr`):
+    what may have kept them from being isolated or unmapped."""
+    described = []
+    for page in pages:
+        entry = pagemap_entries(addr + page * PAGE_SIZE, 1)[0]
+        if not entry & PAGEMAP_PRESENT:
+            described.append(f"{page}: not present")
+            continue
+        pfn = entry & PAGEMAP_PFN
+        count, flags = (struct.unpack("Q", _pread(f"/proc/{name}", pfn * 8, 8))[0]
+                        for name in ("kpagecount", "kpageflags"))
+        names = [name for bit, name in _PAGE_FLAG_NAMES.items() if flags >> bit & 1]
+        described.append(f"{page}: pfn {pfn:#x} mapcount {count} {'|'.join(names) or '-'}")
+    return "; ".join(described)
+
+
+def _pread(path: str, offset: int, size: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def pages_left_behind_explained(dmirror: MirrorDevice, buffer: HmmBuffer) -> Iterator[None]:
+    """A migration of `buffer` that leaves pages behind raises NoEntry (test_hmm's ENOENT);
+    this adds which pages stayed, their state and what reclaim and compaction did meanwhile."""
+    counters = reclaim_and_compaction_counters()
+    try:
+        yield
+    except NoEntry as error:
+        moved = counters_moved(counters, reclaim_and_compaction_counters())
+        dmirror.snapshot(buffer.addr, buffer.npages, buffer.mirror_ptr)
+        behind = [i for i, prot in enumerate(buffer.mirror_prots())
+                  if not prot & (Prot.DEV_PRIVATE_LOCAL | Prot.DEV_COHERENT_LOCAL)]
+        error.add_note(f"{len(behind)} of {buffer.npages} pages were not migrated; the first: "
+                       f"{describe_system_pages(buffer.addr, behind[:8]) or 'none'}")
+        error.add_note(f"reclaim and compaction during the migration: {moved}")
+        raise
+
+
 def pagemap_entries(addr: int, npages: int) -> list[int]:
     """This process's /proc/self/pagemap entries for `npages` pages from `addr`."""
     entry_size = struct.calcsize("Q")
-    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
-    try:
-        data = os.pread(fd, npages * entry_size, addr // PAGE_SIZE * entry_size)
-    finally:
-        os.close(fd)
+    data = _pread("/proc/self/pagemap", addr // PAGE_SIZE * entry_size,
+                          npages * entry_size)
     return list(struct.unpack(f"{npages}Q", data))
 
 

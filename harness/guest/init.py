@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, "/hmm/project")
 
-from harness.guest import protocol
+from harness.guest import kernelsettings, protocol
 
 if TYPE_CHECKING:
     from typing import Any
@@ -18,27 +18,9 @@ if TYPE_CHECKING:
 # before the first test (traceback 0.36 s, the C selftest's runner 0.3 s), so the rest is
 # imported where it is used.
 
-KERNEL_SETTINGS = {
-    # Boot ran with `quiet`; from here on every message, markers included, reaches the console.
-    "/proc/sys/kernel/printk": "8 4 1 7",
-    # The host asks for task dumps with sysrq when a test hangs.
-    "/proc/sys/kernel/sysrq": "1",
-    # A task stuck in D state is reported well before the host's watchdog gives up.
-    "/proc/sys/kernel/hung_task_timeout_secs": "30",
-    # migrate_vma_setup() skips pages that compaction holds isolated at that moment, and
-    # test_hmm reports such a partial migration as ENOENT. Background compaction (proactive,
-    # or khugepaged's while it allocates THPs) is noise the suites do not test: it made the
-    # THP benchmark and the evict cases fail now and then.
-    "/proc/sys/vm/compaction_proactiveness": "0",
-    "/sys/kernel/mm/transparent_hugepage/khugepaged/defrag": "0",
-}
-
 
 def configure_kernel() -> None:
-    for path, value in KERNEL_SETTINGS.items():
-        if os.path.exists(path):
-            with open(path, "w") as setting:
-                setting.write(value)
+    kernelsettings.apply(kernelsettings.GUEST_SETTINGS)
 
 
 # The status of a pytest child that died before pytest could give one (pytest's own are 0-5).

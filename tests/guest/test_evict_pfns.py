@@ -255,7 +255,7 @@ def device_pfns(addr: int, npages: int) -> list[int]:
     pfns = []
     for entry in hmm.pagemap_entries(addr, npages):
         assert entry & hmm.PAGEMAP_SWAP, f"pagemap entry {entry:#x} is no device-private page"
-        pfns.append((entry & ((1 << 55) - 1)) >> 5)
+        pfns.append((entry & hmm.PAGEMAP_PFN) >> 5)
     return pfns
 
 
@@ -275,7 +275,8 @@ def test_evict_across_chunks(evicting: hmm.MirrorDevice, variant: Variant) -> No
             first = len(chunk_of)
             window.addr = base + first * PAGE_SIZE
             window.fill(tagged(seed, first, window_pages))
-            done = evicting.migrate_to_device(window.addr, window_pages, window.mirror_ptr)
+            with hmm.pages_left_behind_explained(evicting, window):
+                done = evicting.migrate_to_device(window.addr, window_pages, window.mirror_ptr)
             assert done.cpages == window_pages, f"migrating pages {first}+{window_pages}"
             chunks = hmm_dmirror_chunks()
             for page, pfn in enumerate(device_pfns(window.addr, window_pages), first):

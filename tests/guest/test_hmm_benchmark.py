@@ -15,14 +15,10 @@ from harness.guest import hmm
 from harness.guest.hmm import PAGE_SIZE, HmmBuffer, int_sequence
 
 
-def where_the_pages_are(dmirror: hmm.MirrorDevice, buffer: HmmBuffer) -> str:
-    """After a migration left pages behind (ENOENT): which ones, for the diagnosis."""
-    dmirror.snapshot(buffer.addr, buffer.npages, buffer.mirror_ptr)
-    behind = [i for i, prot in enumerate(buffer.mirror_prots())
-              if not prot & (hmm.Prot.DEV_PRIVATE_LOCAL | hmm.Prot.DEV_COHERENT_LOCAL)]
-    shown = ", ".join(map(str, behind[:16])) + (" ..." if len(behind) > 16 else "")
-    return (f"{len(behind)} of {buffer.npages} pages were not migrated (page indexes: "
-            f"{shown or 'none'})")
+def settle(when: str) -> None:
+    unsettled = hmm.wait_for_memory_daemons_to_settle()
+    if unsettled:
+        print(f"memory daemons {when}: {unsettled}")
 
 
 def migration_benchmark(dmirror: hmm.MirrorDevice, size: int, use_thp: bool,
@@ -34,22 +30,16 @@ def migration_benchmark(dmirror: hmm.MirrorDevice, size: int, use_thp: bool,
         buffer.fill_repeated(int_sequence(256))  # ptr[i] = i & 0xFF
         # The previous round's PMD-sized allocations woke compaction, which would hold
         # some of these small pages isolated while the migration looks for them.
-        unsettled = hmm.wait_for_memory_daemons_to_settle()
-        counters = hmm.reclaim_and_compaction_counters()
-        try:
+        settle(f"before migrating {size} bytes")
+        with hmm.pages_left_behind_explained(dmirror, buffer):
             dmirror.migrate_to_device(buffer.addr, npages, buffer.mirror_ptr)
-        except hmm.NoEntry as error:
-            error.add_note(where_the_pages_are(dmirror, buffer))
-            moved = hmm.counters_moved(counters, hmm.reclaim_and_compaction_counters())
-            error.add_note(f"reclaim and compaction during the migration: {moved}; before "
-                           f"it: {unsettled or 'settled'}")
-            raise
         dmirror.migrate_to_system(buffer.addr, npages, buffer.mirror_ptr)
         to_device = to_system = 0.0
         for _ in range(iterations):
-            start = time.perf_counter()
-            dmirror.migrate_to_device(buffer.addr, npages, buffer.mirror_ptr)
-            middle = time.perf_counter()
+            with hmm.pages_left_behind_explained(dmirror, buffer):
+                start = time.perf_counter()
+                dmirror.migrate_to_device(buffer.addr, npages, buffer.mirror_ptr)
+                middle = time.perf_counter()
             dmirror.migrate_to_system(buffer.addr, npages, buffer.mirror_ptr)
             to_device += middle - start
             to_system += time.perf_counter() - middle

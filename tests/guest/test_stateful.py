@@ -47,8 +47,6 @@ REGIONS = (("anon", m.Kind.PRIVATE, 24), ("wide", m.Kind.PRIVATE, 520),
            ("shared", m.Kind.SHARED, 12), ("file", m.Kind.FILE, 12))
 STEPS_PER_SEQUENCE = 20
 FAULT_AROUND = "/sys/kernel/debug/fault_around_bytes"
-PAGEMAP_PRESENT = 1 << 63
-PAGEMAP_PFN = (1 << 55) - 1
 PROTS = {"none": hmm.PROT_NONE, "read": hmm.PROT_READ, "read-write": hmm.PROT_READ_WRITE}
 MODEL_PROT = {hmm.PROT_NONE: m.PROT_NONE, hmm.PROT_READ: m.PROT_READ,
               hmm.PROT_READ_WRITE: m.PROT_READ | m.PROT_WRITE}
@@ -216,7 +214,8 @@ class HmmWorld:
     def frames(self, name: str, first: int, count: int) -> list[int | None]:
         """The frame of each page, None where no page is present (pagemap; root)."""
         entries = hmm.pagemap_entries(self.buffers[name].page(first), count)
-        return [entry & PAGEMAP_PFN if entry & PAGEMAP_PRESENT else None for entry in entries]
+        return [entry & hmm.PAGEMAP_PFN if entry & hmm.PAGEMAP_PRESENT else None
+                for entry in entries]
 
     def copied_pages(self, name: str, first: int, before: Sequence[int | None]) -> set[int]:
         """Pages (region indices) present before and after a write, on another frame."""

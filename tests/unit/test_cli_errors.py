@@ -125,6 +125,7 @@ def test_no_command(capsys):
     (["--test-timeout", "0"], "--test-timeout 0 is not a positive number of seconds"),
     (["--test-timeout", "-5"], "--test-timeout -5 is not a positive number of seconds"),
     (["--repeat", "0"], "--repeat 0: a selection runs at least once"),
+    (["--run-timeout", "0"], "--run-timeout 0 is not a positive number of seconds"),
     (["--repeat", "2", "--reference"], "--repeat and --reference do not go together"),
 ])
 def test_bad_selection_options_fail_before_any_build(capsys, tmp_path, argv, problem):
@@ -132,6 +133,13 @@ def test_bad_selection_options_fail_before_any_build(capsys, tmp_path, argv, pro
     assert status == cli.EXIT_HARNESS
     assert problem in err and "fix:" in err
     assert not (tmp_path / "cache").exists(), "nothing may be downloaded or built"
+
+
+@pytest.mark.parametrize(("argv", "timeout"), [
+    ([], 5400), (["--repeat", "10"], 54000), (["--repeat", "10", "--run-timeout", "60"], 60)])
+def test_the_run_timeout_grows_with_the_repetitions_unless_given(tmp_path, argv, timeout):
+    args = cli.build_parser().parse_args(["run", *argv, "--results", str(tmp_path)])
+    assert cli.options_from(args).run_timeout == timeout
 
 
 def test_resume_takes_no_other_option(capsys, tmp_path):
