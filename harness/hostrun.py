@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from harness import (
+    compare,
     console,
     hostcheck,
     hostfacts,
@@ -221,8 +222,7 @@ def module_params(assessment: hostcheck.Assessment) -> list[str]:
 
 
 def wait_for_devices(mode: str) -> None:
-    expected = [f"/dev/hmm_dmirror{n}" for n in
-                {"private": (0, 1), "coherent": (2, 3), "all": (0, 1, 2, 3)}[mode]]
+    expected = protocol.expected_devices(mode)
     deadline = time.monotonic() + DEVICE_WAIT_SECONDS
     while time.monotonic() < deadline:
         if all(os.path.exists(path) for path in expected):
@@ -255,6 +255,7 @@ def run_on_host(options: run.RunOptions, runner: CommandRunner,
     check_options(options)
     run.validate_request(options)
     issues = knownissues.load(run.known_issue_files(options))
+    baseline = compare.load_outcomes(options.baseline) if options.baseline else None
     facts = hostfacts.gather(runner)
     assessment = hostcheck.assess(facts, coherent=options.mode != "private",
                                   spm_addresses=options.spm_addrs)
@@ -294,18 +295,19 @@ def run_on_host(options: run.RunOptions, runner: CommandRunner,
             console_log.read_text(errors="replace"))))
     options_set = kconfig.parse(facts.config_text)
     report = results.RunReport(
-        tests=results.combine(order, rounds),
+        tests=[],
         kernel={"release": facts.release, "origin": "host",
                 "image": f"/lib/modules/{facts.release}"},
         kconfig=kconfig.checked_values(options_set), accelerator="host", mode=options.mode,
         strict_known_issues=options.strict_known_issues, kcidb_origin=options.kcidb_origin,
         started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         exploration={"seed": options.seed, "explore": options.explore}, host=host,
-        boots=len(rounds), guest_status=status)
-    knownissues.apply(report.tests, issues,
-                      knownissues.KernelFacts(facts.release, "host", options_set))
-    if options.repeat > 1:
-        report.repeats, report.flaky = results.repetitions(report.tests)
+        boots=len(rounds), guest_status=status, baseline=str(options.baseline or ""))
+    run.judge(report, results.combine(order, rounds), issues,
+              knownissues.KernelFacts(facts.release, "host", options_set), options.repeat,
+              baseline)
+    if baseline is not None:
+        progress.say(run.baseline_table(options, report))
     report.wall_seconds = time.monotonic() - started
     report.finished = True
     run.write_reports(report, options.results_dir)

@@ -607,13 +607,9 @@ class Session:
 
     def assemble(self, outcomes: list[results.TestOutcome]) -> None:
         """Known issues, repetitions and the baseline, applied to a copy of the outcomes."""
-        report = self.report
-        report.tests, report.c_selftest = reference.split(copy.deepcopy(outcomes))
-        knownissues.apply(report.tests, self.issues, self.kernel_facts)
-        if self.options.repeat > 1:
-            report.repeats, report.flaky = results.repetitions(report.tests)
-        if self.baseline is not None:
-            report.baseline_changes = compare.changes(self.baseline, report.tests)
+        tests, self.report.c_selftest = reference.split(copy.deepcopy(outcomes))
+        judge(self.report, tests, self.issues, self.kernel_facts, self.options.repeat,
+              self.baseline)
 
     def checkpoint(self) -> None:
         self.assemble(self.outcomes_so_far(in_progress="not-run"))
@@ -640,13 +636,29 @@ class Session:
                                                      variants)
             self.progress.say(text)
         if self.baseline is not None:
-            self.progress.say(f"compared with the baseline {options.baseline}:\n"
-                              + compare.table([compare.Row(**c)
-                                               for c in report.baseline_changes]))
+            self.progress.say(baseline_table(options, report))
         report.wall_seconds = time.monotonic() - started
         report.finished = True
         write_reports(report, options.results_dir)
         return report
+
+
+def judge(report: results.RunReport, tests: list[results.TestOutcome],
+          issues: list[knownissues.KnownIssue], kernel: knownissues.KernelFacts, repeat: int,
+          baseline: dict[str, str] | None) -> None:
+    """The report's tests, with the verdicts of the known issues, the repetitions and the
+    baseline: one judgement, whichever target ran them."""
+    report.tests = tests
+    knownissues.apply(report.tests, issues, kernel)
+    if repeat > 1:
+        report.repeats, report.flaky = results.repetitions(report.tests)
+    if baseline is not None:
+        report.baseline_changes = compare.changes(baseline, report.tests)
+
+
+def baseline_table(options: RunOptions, report: results.RunReport) -> str:
+    return (f"compared with the baseline {options.baseline}:\n"
+            + compare.table([compare.Row(**c) for c in report.baseline_changes]))
 
 
 def round_outcomes(guest: vm.GuestRun, console_log: Path, options: RunOptions,

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import types
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -25,27 +24,13 @@ MODULE_PATH = "/hmm/build/test_hmm.ko"
 DEVICE_WAIT_SECONDS = 60.0
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One memory model: which two /dev/hmm_dmirror devices the suites drive."""
-
-    name: str
-    device_paths: tuple[str, str]
-    is_coherent: bool
-
-
-PRIVATE = Variant("private", ("/dev/hmm_dmirror0", "/dev/hmm_dmirror1"), False)
-COHERENT = Variant("coherent", ("/dev/hmm_dmirror2", "/dev/hmm_dmirror3"), True)
-VARIANTS_BY_MODE = {"private": (PRIVATE,), "coherent": (COHERENT,), "all": (PRIVATE, COHERENT)}
-
-
 class ModuleSetupError(Exception):
     """test_hmm could not be loaded or did not create the devices the mode needs."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hmm", "HMM harness (guest side)")
-    group.addoption("--hmm-mode", choices=sorted(VARIANTS_BY_MODE), default="private",
+    group.addoption("--hmm-mode", choices=sorted(protocol.VARIANTS_BY_MODE), default="private",
                     help="memory model(s) whose devices the suites drive")
     group.addoption("--hmm-module-param", action="append", default=[],
                     help="a test_hmm parameter (name=value); repeat for more")
@@ -70,10 +55,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="let the stateful suite make the calls its model knows crash")
     group.addoption("--hmm-replay", metavar="PATH",
                     help="a recorded stateful sequence (JSON) for replay_recorded.py")
-
-
-def expected_devices(mode: str) -> list[str]:
-    return [path for variant in VARIANTS_BY_MODE[mode] for path in variant.device_paths]
 
 
 def _wait_for_devices(sock: Any, paths: list[str], deadline: float) -> None:
@@ -116,7 +97,8 @@ def load_module(params: list[str], mode: str) -> None:
         if load.returncode != 0:
             raise ModuleSetupError(f"insmod {MODULE_PATH} {' '.join(params)} failed: "
                                    f"{load.stderr.strip()}")
-        _wait_for_devices(sock, expected_devices(mode), time.monotonic() + DEVICE_WAIT_SECONDS)
+        _wait_for_devices(sock, protocol.expected_devices(mode),
+                          time.monotonic() + DEVICE_WAIT_SECONDS)
     finally:
         sock.close()
 
@@ -143,7 +125,7 @@ class HarnessReporter:
         except ModuleSetupError as error:
             self.events.send("setup-error", message=str(error))
             raise pytest.UsageError(str(error)) from error
-        self.events.send("module-loaded", params=params, devices=expected_devices(mode))
+        self.events.send("module-loaded", params=params, devices=protocol.expected_devices(mode))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -259,5 +241,5 @@ def record_measurement(request: pytest.FixtureRequest) -> Any:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "variant" in metafunc.fixturenames:
-        variants = VARIANTS_BY_MODE[metafunc.config.getoption("hmm_mode")]
+        variants = protocol.VARIANTS_BY_MODE[metafunc.config.getoption("hmm_mode")]
         metafunc.parametrize("variant", variants, ids=[v.name for v in variants])

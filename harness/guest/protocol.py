@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import time
+from dataclasses import dataclass
 from typing import Any
 
 EVENTS_PORT_NAME = "org.hmm_harness.events"
@@ -23,6 +24,27 @@ MARKER_PREFIX = "hmm-harness:"
 
 
 # --repeat N: each test runs N times in one boot, as parameter `repeatK` of this fixture.
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One memory model: which two /dev/hmm_dmirror devices the suites drive."""
+
+    name: str
+    device_paths: tuple[str, str]
+    is_coherent: bool
+
+
+PRIVATE = Variant("private", ("/dev/hmm_dmirror0", "/dev/hmm_dmirror1"), False)
+COHERENT = Variant("coherent", ("/dev/hmm_dmirror2", "/dev/hmm_dmirror3"), True)
+VARIANTS_BY_MODE = {"private": (PRIVATE,), "coherent": (COHERENT,), "all": (PRIVATE, COHERENT)}
+
+
+def expected_devices(mode: str) -> list[str]:
+    """The devices test_hmm must create for `mode` (a guest's or a host's run)."""
+    return [path for variant in VARIANTS_BY_MODE[mode] for path in variant.device_paths]
+
+
 REPEAT_FIXTURE = "hmm_repeat"
 _REPEAT_PARAM = re.compile(r"-repeat(\d+)(?=\]$)|\[repeat(\d+)\]$")
 

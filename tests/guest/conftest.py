@@ -15,7 +15,7 @@ import pytest
 from harness.guest import hmm
 
 if TYPE_CHECKING:
-    from harness.guest.plugin import Variant
+    from harness.guest.protocol import Variant
 
 
 def open_mirror(variant: Variant, path: str, skip_if_missing: bool) -> hmm.MirrorDevice:

@@ -37,7 +37,7 @@ from harness.guest import hmm
 from harness.guest.hmm import PAGE_SIZE, HmmBuffer, Prot, Transfer
 
 if TYPE_CHECKING:
-    from harness.guest.plugin import Variant
+    from harness.guest.protocol import Variant
 
 IOCTL = "HMM_DMIRROR_EVICT_PFNS"
 BUILD_RECORD = "/hmm/build/kmodext.json"

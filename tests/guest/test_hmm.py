@@ -19,7 +19,7 @@ from harness.guest import hmm
 from harness.guest.hmm import PAGE_SIZE, HmmBuffer, Prot, Transfer, check_ints, int_sequence
 
 if TYPE_CHECKING:
-    from harness.guest.plugin import Variant
+    from harness.guest.protocol import Variant
 
 HMM_BUFFER_SIZE = 1024 << 12
 NTIMES = 10

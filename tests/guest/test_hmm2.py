@@ -14,7 +14,7 @@ from harness.guest import hmm
 from harness.guest.hmm import PAGE_SIZE, HmmBuffer, Prot, Transfer, check_ints, int_sequence
 
 if TYPE_CHECKING:
-    from harness.guest.plugin import Variant
+    from harness.guest.protocol import Variant
 
 DevicePair = tuple[hmm.MirrorDevice, hmm.MirrorDevice]
 

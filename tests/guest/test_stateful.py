@@ -38,7 +38,7 @@ from harness.guest import hmm, protocol
 from harness.guest import model as m
 
 if TYPE_CHECKING:
-    from harness.guest.plugin import Variant
+    from harness.guest.protocol import Variant
 
 PAGE = hmm.PAGE_SIZE
 # name, kind, pages. "wide" is longer than one migration batch (512 pages) and than the

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import hostrun, results, run
+from harness import hostrun, knownissues, results, run
 from harness.errors import UsageError
 from harness.guest import protocol
 
@@ -65,3 +65,18 @@ def test_the_journal_of_a_machine_that_died_says_what_finished_and_where_it_died
     assert crashed.message.startswith("the machine died while this test ran")
     assert "journalctl -k -b -1: 2 lines" in crashed.message
     assert crashed.kernel_errors == ["Oops: 0002 [#1] SMP"]
+
+
+def test_a_host_run_is_judged_against_a_baseline_as_a_guest_run_is(tmp_path: Path) -> None:
+    for name in ("events.jsonl", "console.log"):
+        (tmp_path / name).write_bytes((CRASH / name).read_bytes())
+    order, rounds = hostrun.journalled_rounds(tmp_path)
+    baseline = {nodeid: "passed" for nodeid in order}
+    report = results.RunReport(tests=[], kernel={}, kconfig={}, accelerator="host",
+                               mode="private", baseline="unpatched")
+    run.judge(report, results.combine(order, rounds), [],
+              knownissues.KernelFacts("7.2.13+deb14-amd64", "host", {}), 1, baseline)
+    # The crashed test, and the one the crash kept from running.
+    assert [c["nodeid"] for c in report.regressions()] == order[1:]
+    assert "crashed" in run.baseline_table(
+        run.RunOptions(results_dir=tmp_path, cache_dir=tmp_path, baseline=tmp_path), report)

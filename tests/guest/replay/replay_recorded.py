@@ -15,7 +15,7 @@ from harness.guest import model as m
 from tests.guest.test_stateful import fault_around_off, replay
 
 if TYPE_CHECKING:
-    from harness.guest.plugin import Variant
+    from harness.guest.protocol import Variant
 
 __all__ = ["fault_around_off"]
 

@@ -24,7 +24,7 @@ import pytest
 from harness.guest import hmm
 
 if TYPE_CHECKING:
-    from harness.guest.plugin import Variant
+    from harness.guest.protocol import Variant
 
 CHUNK = 256 << 20  # DEVMEM_CHUNK_SIZE of test_hmm.c
 WORKING_SET = 32 << 20
