@@ -67,6 +67,16 @@ class CommandRunner:
                               cwd=cwd).returncode
 
 
+    def start(self, argv: Sequence[str | os.PathLike[str]], *,
+              env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start argv in a session of its own, so that it can be killed with its children,
+        and return at once; its output goes where the harness's goes. Not in a dry run."""
+        self.announce(format_command(argv, env))
+        assert not self.dry_run, "a dry run starts nothing"
+        return subprocess.Popen([os.fspath(a) for a in argv], env={**os.environ, **(env or {})},
+                                start_new_session=True)
+
+
 def require_tool(name: str, package: str) -> str:
     """Absolute path of a host program, or a MissingToolError saying how to install it."""
     path = shutil.which(name)

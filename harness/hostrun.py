@@ -9,16 +9,22 @@ disk if a kernel bug takes the machine down.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
 import os
 import re
 import select
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from harness import (
     compare,
@@ -31,6 +37,7 @@ from harness import (
     knownissues,
     results,
     run,
+    vm,
 )
 from harness.commands import CommandRunner
 from harness.errors import CommandFailedError, HostNotReadyError, UsageError
@@ -43,6 +50,11 @@ DEVICE_WAIT_SECONDS = 30.0
 PSTORE = Path("/sys/fs/pstore")
 PREVIOUS_BOOT_LINES = 300
 # pstore's dmesg records keep the level and the time stamp in front of each message.
+# How often the watchdog reads the events and the kernel log while pytest runs.
+WATCH_SECONDS = 0.2
+SYSRQ_TRIGGER = Path("/proc/sysrq-trigger")
+HOST_HANG_ACTION = ("the harness dumped the tasks (sysrq w, l, t: see kernel_log) and killed "
+                    "pytest; the machine needs a reboot before --resume runs the rest")
 LOG_PREFIX = re.compile(r"^(<\d+>)?(\[\s*\d+\.\d+\]\s?)?")
 
 
@@ -63,9 +75,19 @@ def journalled_rounds(results_dir: Path) -> tuple[list[str], list[list[results.T
         text = paths[1].read_text(errors="replace") if paths[1].exists() else ""
         order += [n for e in events if e["event"] == "collected" for n in e["nodeids"]
                   if n not in order]
-        rounds.append(results.merge(events, console.parse(text), in_progress="crashed"))
+        rounds.append(merge_round(events, text))
         number += 1
     return order, rounds
+
+
+def merge_round(events: list[dict[str, Any]], kernel_log: str) -> list[results.TestOutcome]:
+    """One round's outcomes: a test the watchdog stopped is hung, one that started and never
+    ended was running when the machine died."""
+    stopped = [e for e in events if e["event"] == "host-watchdog"]
+    hung, reason = (stopped[-1]["nodeid"], stopped[-1]["reason"]) if stopped else (None, "")
+    return results.merge(events, console.parse(kernel_log), hung_nodeid=hung,
+                         hung_reason=reason, in_progress="crashed",
+                         hung_action=HOST_HANG_ACTION)
 
 
 def previous_boot_log(runner: CommandRunner) -> tuple[list[str], dict[str, str]]:
@@ -276,7 +298,7 @@ def run_on_host(options: run.RunOptions, runner: CommandRunner,
         host["previous_boot_log"] = sources
         progress.say(f"resuming after {len(rounds)} round(s); the previous boot's log: "
                      + "; ".join(f"{k}: {v}" for k, v in sources.items()))
-    status = None
+    status, problems = None, []
     if not order or results.still_to_run(order, rounds):
         finished = [t.nodeid for outcomes in rounds for t in outcomes
                     if t.outcome not in results.UNFINISHED]
@@ -286,13 +308,13 @@ def run_on_host(options: run.RunOptions, runner: CommandRunner,
             progress.say("for the run: " + ", ".join(
                 f"{path} {change['before']} -> {change['during']}"
                 for path, change in changed.items()))
-            status = run_round(options, facts, assessment, events_log, console_log, finished,
-                               runner)
+            watched = run_round(options, facts, assessment, events_log, console_log,
+                                finished, runner)
+            status, problems = watched.status, watched.problems
         events = results.parse_events(events_log.read_text() if events_log.exists() else "")
         order += [n for e in events if e["event"] == "collected" for n in e["nodeids"]
                   if n not in order]
-        rounds.append(results.merge(events, console.parse(
-            console_log.read_text(errors="replace"))))
+        rounds.append(merge_round(events, console_log.read_text(errors="replace")))
     options_set = kconfig.parse(facts.config_text)
     report = results.RunReport(
         tests=[],
@@ -302,7 +324,8 @@ def run_on_host(options: run.RunOptions, runner: CommandRunner,
         strict_known_issues=options.strict_known_issues, kcidb_origin=options.kcidb_origin,
         started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         exploration={"seed": options.seed, "explore": options.explore}, host=host,
-        boots=len(rounds), guest_status=status, baseline=str(options.baseline or ""))
+        boots=len(rounds), guest_status=status, baseline=str(options.baseline or ""),
+        problems=problems)
     run.judge(report, results.combine(order, rounds), issues,
               knownissues.KernelFacts(facts.release, "host", options_set), options.repeat,
               baseline)
@@ -322,9 +345,9 @@ def describe_settings(before: dict[str, str]) -> dict[str, dict[str, str]]:
 
 def run_round(options: run.RunOptions, facts: hostcheck.HostFacts,
               assessment: hostcheck.Assessment, events_log: Path, console_log: Path,
-              finished: list[str], runner: CommandRunner) -> int:
+              finished: list[str], runner: CommandRunner) -> WatchedPytest:
     """Build test_hmm (once per results directory), load it, run the tests not finished yet
-    under pytest while the kernel log is journalled, unload it. pytest's exit status."""
+    under pytest while the kernel log is journalled, unload it."""
     staging = options.results_dir / BUILD_DIR
     if not (staging / "test_hmm.ko").is_file():
         assert assessment.compiler is not None
@@ -333,8 +356,74 @@ def run_round(options: run.RunOptions, facts: hostcheck.HostFacts,
     with KmsgJournal(console_log):
         runner.run(["insmod", staging / "test_hmm.ko", *module_params(assessment)],
                    what="loading test_hmm")
+        watched = WatchedPytest(status=None)
         try:
             wait_for_devices(options.mode)
-            return runner.status(pytest_argv(options, events_log, finished), env=env)
+            watched = run_watched(pytest_argv(options, events_log, finished), env, events_log,
+                                  console_log, options.test_timeout, runner)
+            return watched
         finally:
-            runner.run(["rmmod", "test_hmm"], what="unloading test_hmm")
+            if watched.hung_nodeid is None:
+                runner.run(["rmmod", "test_hmm"], what="unloading test_hmm")
+            elif runner.status(["rmmod", "test_hmm"]) != 0:
+                watched.problems.append("test_hmm stays loaded: a task is stuck in it")
+
+
+@dataclass
+class WatchedPytest:
+    """How pytest's run on the host ended: its status, or the test the watchdog stopped."""
+
+    status: int | None
+    hung_nodeid: str | None = None
+    hung_reason: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def run_watched(argv: list[str], env: dict[str, str], events_log: Path, console_log: Path,
+                test_timeout: float, runner: CommandRunner) -> WatchedPytest:
+    """pytest under the same watchdog as a guest's tests: a test stuck in the kernel past its
+    timeout and grace, or one the kernel reports as locked up, stalled or hung, is stopped
+    with the tasks dumped into the kernel log (the machine itself cannot be restarted)."""
+    if runner.dry_run:
+        return WatchedPytest(runner.status(argv, env=env))
+    events, kernel_log = vm.EventFollower(events_log), vm.ConsoleFollower(console_log)
+    watchdog = vm.Watchdog(test_timeout)
+    watchdog.observe({"event": "guest-started"}, time.monotonic())  # a host has no boot to wait for
+    proc = runner.start(argv, env=env)
+    try:
+        while proc.poll() is None:
+            now = time.monotonic()
+            for event in events.poll():
+                watchdog.observe(event, now)
+            for test, report in kernel_log.poll_hang_reports():
+                watchdog.kernel_reported_hang(test, report, now)
+            if watchdog.expired(now):
+                return stop_hung_test(proc, watchdog, events_log, kernel_log)
+            time.sleep(WATCH_SECONDS)
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    return WatchedPytest(proc.returncode)
+
+
+def stop_hung_test(proc: subprocess.Popen[bytes], watchdog: vm.Watchdog, events_log: Path,
+                   kernel_log: vm.ConsoleFollower) -> WatchedPytest:
+    hung, reason = watchdog.current, watchdog.expiry_reason()
+    with contextlib.suppress(OSError), open(SYSRQ_TRIGGER, "w") as sysrq:
+        for key in vm.TASK_DUMP_KEYS:
+            sysrq.write(key)
+            sysrq.flush()
+    vm.wait_for_task_dumps(kernel_log)
+    os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)  # a task in uninterruptible sleep stays, killed or not
+    # After pytest, so no partial line of its own can precede it; fsynced like its events.
+    with open(events_log, "a") as journal:
+        journal.write(json.dumps({"event": "host-watchdog", "nodeid": hung,
+                                  "reason": reason}) + "\n")
+        journal.flush()
+        os.fsync(journal.fileno())
+    return WatchedPytest(None, hung, reason, [
+        f"the kernel is stuck in {hung}: reboot the machine, then --resume "
+        f"{events_log.parent} runs the tests that did not run"])

@@ -136,9 +136,14 @@ def parse_events(text: str) -> list[dict[str, Any]]:
     return events
 
 
+GUEST_HANG_ACTION = ("the host dumped the guest's tasks (sysrq w, l, t: see kernel_log) and "
+                     "killed the guest")
+
+
 def merge(events: list[dict[str, Any]], log: console.ConsoleLog,
           hung_nodeid: str | None = None, hung_reason: str = "",
-          in_progress: str = "crashed") -> list[TestOutcome]:
+          in_progress: str = "crashed", hung_action: str = GUEST_HANG_ACTION,
+          ) -> list[TestOutcome]:
     """One outcome per collected test of one guest boot, in collection order. The test that
     started but never ended gets `in_progress`: crashed when the guest died, interrupted when
     the harness was stopped, not-run for a snapshot of a boot still running."""
@@ -161,8 +166,8 @@ def merge(events: list[dict[str, Any]], log: console.ConsoleLog,
         outcome = results.get(nodeid)
         if outcome is None and nodeid == hung_nodeid:
             outcome = TestOutcome(nodeid=nodeid, outcome="hung", message=(
-                f"{hung_reason or 'the test outlived its timeout inside the kernel'}; the host "
-                "dumped the guest's tasks (sysrq w, l, t: see kernel_log) and killed the guest"))
+                f"{hung_reason or 'the test outlived its timeout inside the kernel'}; "
+                f"{hung_action}"))
         elif outcome is None and nodeid in started:
             outcome = TestOutcome(nodeid=nodeid, outcome=in_progress,
                                   message=IN_PROGRESS_MESSAGES[in_progress])

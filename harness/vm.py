@@ -169,6 +169,11 @@ def request_task_dump(monitor_socket: Path, console: ConsoleFollower) -> None:
         for key in TASK_DUMP_KEYS:
             monitor.sendall(f"sendkey alt-sysrq-{key}\n".encode())
             time.sleep(0.3)
+    wait_for_task_dumps(console)
+
+
+def wait_for_task_dumps(console: ConsoleFollower) -> None:
+    """Until the kernel log has been quiet for a moment after the sysrq dumps."""
     started = quiet_since = time.monotonic()
     while time.monotonic() - started < TASK_DUMP_SECONDS:
         time.sleep(0.25)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from harness import hostrun, knownissues, results, run
+from harness import hostrun, knownissues, results, run, vm
+from harness.commands import CommandRunner
 from harness.errors import UsageError
 from harness.guest import protocol
 
@@ -80,3 +83,50 @@ def test_a_host_run_is_judged_against_a_baseline_as_a_guest_run_is(tmp_path: Pat
     assert [c["nodeid"] for c in report.regressions()] == order[1:]
     assert "crashed" in run.baseline_table(
         run.RunOptions(results_dir=tmp_path, cache_dir=tmp_path, baseline=tmp_path), report)
+
+
+# A process that behaves like the plugin's pytest (events, markers in the kernel log) stands in
+# for pytest, and a file for /proc/sysrq-trigger: this machine's kernel is not to be touched.
+STUCK_PYTEST = """
+import json, sys, time
+events, kernel_log, nodeid, marker = sys.argv[1:]
+with open(events, "a") as f:
+    f.write(json.dumps({"event": "collected", "nodeids": [nodeid, nodeid + "2"]}) + "\\n")
+    f.write(json.dumps({"event": "test-start", "nodeid": nodeid, "timeout": 120}) + "\\n")
+time.sleep(1)  # the kernel's report comes after the test has started, as it would
+with open(kernel_log, "a") as f:
+    f.write(f"[  1.0] {marker}\\n")
+    f.write("[  2.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [python3:99]\\n")
+time.sleep(600)
+"""
+
+
+def test_a_test_the_kernel_reports_stuck_is_stopped_dumped_and_journalled_as_hung_with_stand_ins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vm, "KERNEL_HANG_GRACE_SECONDS", 0.2)
+    monkeypatch.setattr(vm, "TASK_DUMP_QUIET_SECONDS", 0.2)
+    monkeypatch.setattr(hostrun, "SYSRQ_TRIGGER", tmp_path / "sysrq-trigger")
+    events, kernel_log = tmp_path / "events.jsonl", tmp_path / "console.log"
+    nodeid = "tests/guest/test_hmm.py::test_stuck[private]"
+    argv = [sys.executable, "-c", STUCK_PYTEST, str(events), str(kernel_log), nodeid,
+            protocol.begin_marker(1, nodeid)]
+    started = time.monotonic()
+    watched = hostrun.run_watched(argv, {}, events, kernel_log, 120, CommandRunner())
+    assert time.monotonic() - started < 30, "stopped on the kernel's report, not the timeout"
+    assert (watched.status, watched.hung_nodeid) == (None, nodeid)
+    assert "soft lockup" in watched.hung_reason
+    assert (tmp_path / "sysrq-trigger").read_text() == "wlt"
+    assert "--resume" in watched.problems[0]
+    journal = results.parse_events(events.read_text())
+    assert journal[-1] == {"event": "host-watchdog", "nodeid": nodeid,
+                           "reason": watched.hung_reason}
+    stuck, not_run = hostrun.merge_round(journal, kernel_log.read_text())
+    assert (stuck.outcome, not_run.outcome) == ("hung", "not-run")
+    assert stuck.message.endswith(hostrun.HOST_HANG_ACTION)
+
+
+def test_pytest_that_ends_by_itself_gives_its_status(tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", "raise SystemExit(1)"]
+    watched = hostrun.run_watched(argv, {}, tmp_path / "events.jsonl", tmp_path / "console.log",
+                                  120, CommandRunner())
+    assert (watched.status, watched.hung_nodeid, watched.problems) == (1, None, [])
