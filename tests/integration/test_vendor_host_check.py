@@ -42,3 +42,14 @@ def test_a_run_on_the_host_that_the_machine_dies_under_is_resumed(harness_run) -
         f"{suite}test_1_a_run_on_the_host_that_the_machine_dies_under[coherent]": "crashed",
         f"{suite}test_2_resume_finishes_the_run[coherent]": "passed",
     }, done.output[-4000:]
+
+
+def test_a_run_on_the_host_stops_a_test_that_hangs_the_kernel(harness_run) -> None:
+    done = harness_run("--suite", "tests/guest/vendor/hang_on_host_in_guest.py",
+                       "--mode", "coherent", "--extra-kmod", "tests/kmod/hmm_faults",
+                       "--test-timeout", "1300")
+    assert done.outcomes() == {
+        "tests/guest/vendor/hang_on_host_in_guest.py::"
+        "test_a_test_that_hangs_the_kernel_is_stopped_and_the_run_reports_it[coherent]": "passed",
+    }, done.output[-4000:]
+    assert done.status == 0

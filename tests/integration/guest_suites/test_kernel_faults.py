@@ -9,44 +9,20 @@ taint flags tell them apart from the guest that warned.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
+from harness.guest.faults import Faults, load
 from harness.guest.hmm import MirrorDevice
 
-MODULE_DIR = "/hmm/build/extra/hmm_faults"
-DEVICE = "/dev/hmm_faults"
 # Short, so that the host watchdog steps in at HANG_TIMEOUT + 60 s; the kernel's hung task
 # detector (30 s in the harness's guest) reports the sleeper before that.
 HANG_TIMEOUT = 10
 SPIN_SECONDS = 4
 # Bits of /proc/sys/kernel/tainted (Documentation/admin-guide/tainted-kernels.rst).
 TAINT_DIE, TAINT_WARN, TAINT_SOFTLOCKUP = 1 << 7, 1 << 9, 1 << 14
-
-
-def ioctl_numbers(header: str) -> dict[str, int]:
-    """HMM_FAULTS_* of hmm_faults.h. They are all _IO(type, nr): no direction and no size,
-    so by include/uapi/asm-generic/ioctl.h the number is type << 8 | nr."""
-    numbers = {name: ord(kind) << 8 | int(nr, 0) for name, kind, nr in re.findall(
-        r"#define\s+(HMM_FAULTS_\w+)\s+_IO\('(.)',\s*(\w+)\)", header)}
-    assert numbers, "hmm_faults.h defines no _IO ioctl"
-    return numbers
-
-
-class Faults:
-    def __init__(self, fd: int, numbers: dict[str, int]) -> None:
-        self.fd = fd
-        self.numbers = numbers
-
-    def ioctl(self, name: str, arg: int = 0) -> int:
-        import fcntl
-
-        return fcntl.ioctl(self.fd, self.numbers[f"HMM_FAULTS_{name}"], arg)
 
 
 def tainted() -> int:
@@ -80,17 +56,9 @@ def sysctl(path: str, value: str) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def faults() -> Iterator[Faults]:
     """hmm_faults loaded once per guest boot (each boot starts with a fresh kernel)."""
-    if not os.path.exists("/sys/module/hmm_faults"):
-        load = subprocess.run(["insmod", f"{MODULE_DIR}/hmm_faults.ko"], capture_output=True,
-                              text=True)
-        assert load.returncode == 0, f"insmod hmm_faults.ko: {load.stderr.strip()}"
-    with open(f"{MODULE_DIR}/hmm_faults.h") as f:
-        numbers = ioctl_numbers(f.read())
-    fd = os.open(DEVICE, os.O_RDWR)
-    try:
-        yield Faults(fd, numbers)
-    finally:
-        os.close(fd)
+    load()
+    with Faults() as device:
+        yield device
 
 
 def test_mirror_works_before_any_fault(variant, faults):
