@@ -49,12 +49,12 @@ BUILD_DIR = "host-build"  # in the results directory
 DEVICE_WAIT_SECONDS = 30.0
 PSTORE = Path("/sys/fs/pstore")
 PREVIOUS_BOOT_LINES = 300
-# pstore's dmesg records keep the level and the time stamp in front of each message.
 # How often the watchdog reads the events and the kernel log while pytest runs.
 WATCH_SECONDS = 0.2
 SYSRQ_TRIGGER = Path("/proc/sysrq-trigger")
 HOST_HANG_ACTION = ("the harness dumped the tasks (sysrq w, l, t: see kernel_log) and killed "
                     "pytest; the machine needs a reboot before --resume runs the rest")
+# pstore's dmesg records keep the level and the time stamp in front of each message.
 LOG_PREFIX = re.compile(r"^(<\d+>)?(\[\s*\d+\.\d+\]\s?)?")
 
 

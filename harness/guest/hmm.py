@@ -834,8 +834,7 @@ def pages_left_behind_explained(dmirror: MirrorDevice, buffer: HmmBuffer) -> Ite
 def pagemap_entries(addr: int, npages: int) -> list[int]:
     """This process's /proc/self/pagemap entries for `npages` pages from `addr`."""
     entry_size = struct.calcsize("Q")
-    data = _pread("/proc/self/pagemap", addr // PAGE_SIZE * entry_size,
-                          npages * entry_size)
+    data = _pread("/proc/self/pagemap", addr // PAGE_SIZE * entry_size, npages * entry_size)
     return list(struct.unpack(f"{npages}Q", data))
 
 
