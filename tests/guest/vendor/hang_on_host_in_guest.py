@@ -57,18 +57,22 @@ def test_a_test_that_hangs_the_kernel_is_stopped_and_the_run_reports_it(
     shutil.copyfile(data / "linux-7.2.13-lib-test_hmm_uapi.h", source / "test_hmm_uapi.h")
     results = tmp_path / "results"
     started = time.monotonic()
-    try:
-        done = subprocess.run(
-            ["python3", "-m", "harness", "run", "--target", "host", "--yes-this-host",
-             "--mode", "private", "--test-hmm-source", str(source), "--suite", SUITE,
-             "--results", str(results)],
-            cwd=protocol.GUEST_PROJECT, capture_output=True, text=True,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=1100)
-    finally:
-        with faults.Faults() as device:
-            device.ioctl("WAKE")
-        wait_for_the_killed_pytest_to_exit()
-    output = (done.stdout + done.stderr)[-6000:]
+    # A file, not a pipe: the stuck pytest keeps its output open until it is woken, and
+    # reading a pipe would wait for it.
+    with open(tmp_path / "output.txt", "w+") as output_file:
+        try:
+            done = subprocess.run(
+                ["python3", "-m", "harness", "run", "--target", "host", "--yes-this-host",
+                 "--mode", "private", "--test-hmm-source", str(source), "--suite", SUITE,
+                 "--results", str(results)],
+                cwd=protocol.GUEST_PROJECT, stdout=output_file, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=1100)
+        finally:
+            with faults.Faults() as device:
+                device.ioctl("WAKE")
+            wait_for_the_killed_pytest_to_exit()
+        output_file.seek(0)
+        output = output_file.read()[-6000:]
     report = json.loads((results / "results.json").read_text())
     outcomes = {t["nodeid"].split("::")[1]: t for t in report["tests"]}
     assert {name: t["outcome"] for name, t in outcomes.items()} == {
