@@ -5,9 +5,11 @@ with an ordinary case after each, so the run boots three guests (the Oops and th
 end one) and takes about five minutes under TCG.
 """
 
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -107,22 +109,31 @@ def test_hang_has_the_task_dump_of_the_sleeper(tests):
 
 
 def test_cases_after_a_crash_or_hang_ran_in_fresh_guests(faults_run):
-    """Each guest boot has its own console; the case after each fatal fault is in the next."""
-    def booted(name: str) -> str:
-        marker = "hmm-harness: begin"
-        for console in ("console.log", "console-2.log", "console-3.log"):
-            text = (faults_run.results / console).read_text(errors="replace")
-            if any(marker in line and line.endswith(nodeid(name)) for line in text.splitlines()):
-                return console
-        return "none"
+    """Each guest boot has its own console; the case after each fatal fault is in the next
+    boot that reached the tests (a boot that died before user space, a TCG flake seen about
+    once in 20 boots, keeps its console as console-early-death-N.log and is booted again)."""
+    def number(console: Path) -> int:
+        boot = re.search(r"-(\d+)$", console.stem)
+        return int(boot.group(1)) if boot else 1
 
-    assert booted("test_mirror_works_after_warn[private]") == "console.log"
-    assert booted("test_mirror_works_after_soft_lockup[private]") == "console.log"
-    assert booted("test_oops") == "console.log"
-    assert booted("test_mirror_works_after_oops[private]") == "console-2.log"
-    assert booted("test_hang") == "console-2.log"
-    assert booted("test_mirror_works_after_hang[private]") == "console-3.log"
-    assert not (faults_run.results / "console-4.log").exists()
+    consoles = sorted(faults_run.results.glob("console*.log"), key=number)
+    live = [c for c in consoles if "early-death" not in c.name]
+
+    def boot_of(name: str) -> int | None:
+        marker = "hmm-harness: begin"
+        for index, console in enumerate(live, 1):
+            text = console.read_text(errors="replace")
+            if any(marker in line and line.endswith(nodeid(name)) for line in text.splitlines()):
+                return index
+        return None
+
+    assert boot_of("test_mirror_works_after_warn[private]") == 1
+    assert boot_of("test_mirror_works_after_soft_lockup[private]") == 1
+    assert boot_of("test_oops") == 1
+    assert boot_of("test_mirror_works_after_oops[private]") == 2
+    assert boot_of("test_hang") == 2
+    assert boot_of("test_mirror_works_after_hang[private]") == 3
+    assert len(live) == 3, [c.name for c in consoles]
 
 
 def test_summary_lists_kernel_errors_first(faults_run):
