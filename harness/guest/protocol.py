@@ -11,8 +11,7 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 EVENTS_PORT_NAME = "org.hmm_harness.events"
 PLAN_FILE = "/hmm/results/plan.json"
@@ -26,9 +25,9 @@ MARKER_PREFIX = "hmm-harness:"
 # --repeat N: each test runs N times in one boot, as parameter `repeatK` of this fixture.
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One memory model: which two /dev/hmm_dmirror devices the suites drive."""
+class Variant(NamedTuple):
+    """One memory model: which two /dev/hmm_dmirror devices the suites drive. (Not a
+    dataclass: the guest's PID 1 imports this module, and dataclasses costs it inspect.)"""
 
     name: str
     device_paths: tuple[str, str]
