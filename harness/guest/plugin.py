@@ -53,6 +53,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="sequences each state machine of the stateful suite runs")
     group.addoption("--hmm-stateful-unsafe", action="store_true",
                     help="let the stateful suite make the calls its model knows crash")
+    group.addoption("--hmm-bench-pairs", type=int, default=1, metavar="N",
+                    help="pairs of Python and C benchmark tables bench_migration_pairs.py runs")
     group.addoption("--hmm-replay", metavar="PATH",
                     help="a recorded stateful sequence (JSON) for replay_recorded.py")
 
@@ -229,12 +231,20 @@ def repetition(request: pytest.FixtureRequest) -> int:
 
 
 @pytest.fixture
-def record_measurement(request: pytest.FixtureRequest) -> Any:
+def harness_events(request: pytest.FixtureRequest) -> protocol.EventChannel:
+    """The channel this session's results go to, for a suite that streams more (the stateful
+    suite's steps): in a guest the harness's port, on a host the run's events file."""
+    reporter: HarnessReporter = request.config.pluginmanager.get_plugin("hmm-harness-reporter")
+    return reporter.events
+
+
+@pytest.fixture
+def record_measurement(request: pytest.FixtureRequest,
+                       harness_events: protocol.EventChannel) -> Any:
     """Send a benchmark figure to the host: record_measurement(kind=..., seconds=..., ...)."""
-    reporter = request.config.pluginmanager.get_plugin("hmm-harness-reporter")
 
     def record(**fields: Any) -> None:
-        reporter.events.send("measurement", nodeid=request.node.nodeid, **fields)
+        harness_events.send("measurement", nodeid=request.node.nodeid, **fields)
 
     return record
 

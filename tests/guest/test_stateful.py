@@ -52,8 +52,6 @@ MODEL_PROT = {hmm.PROT_NONE: m.PROT_NONE, hmm.PROT_READ: m.PROT_READ,
               hmm.PROT_READ_WRITE: m.PROT_READ | m.PROT_WRITE}
 
 
-EVENTS = protocol.EventChannel.inherited()
-
 
 class StepFailed(AssertionError):
     """A call or a check disagreed with the model."""
@@ -83,9 +81,10 @@ class HmmWorld:
     shrunk sequence replays without Hypothesis."""
 
     def __init__(self, variant: Variant, regions: Sequence[tuple[str, m.Kind, int]],
-                 evict_supported: bool) -> None:
-        if EVENTS is not None:
-            EVENTS.send("stateful-sequence", variant=variant.name, devices=list(
+                 evict_supported: bool, events: protocol.EventChannel | None = None) -> None:
+        self.events = events
+        if events is not None:
+            events.send("stateful-sequence", variant=variant.name, devices=list(
                 variant.device_paths), regions=[[n, k.name, p] for n, k, p in regions],
                 evict=evict_supported)
         numbers = tuple(device_number(p) for p in variant.device_paths)
@@ -130,12 +129,12 @@ class HmmWorld:
         """Log the step, and stream it to the host before it runs: should the step crash or
         hang the guest, the host's events file still holds the sequence up to it."""
         self.log.append((step, args))
-        if EVENTS is not None:
-            EVENTS.send("stateful-step", step=step, args=list(args))
+        if self.events is not None:
+            self.events.send("stateful-step", step=step, args=list(args))
 
     def failure(self, message: str) -> StepFailed:
-        if EVENTS is not None:
-            EVENTS.send("stateful-mismatch", steps=len(self.log), message=message)
+        if self.events is not None:
+            self.events.send("stateful-mismatch", steps=len(self.log), message=message)
         return StepFailed(message)
 
     # -- checking
@@ -384,8 +383,8 @@ class LastSequence:
 
 
 def machine_class(variant: Variant, regions: Sequence[tuple[str, m.Kind, int]],
-                  evict_supported: bool, last: LastSequence,
-                  unsafe: bool = False) -> type[RuleBasedStateMachine]:
+                  evict_supported: bool, last: LastSequence, unsafe: bool = False,
+                  events: protocol.EventChannel | None = None) -> type[RuleBasedStateMachine]:
     """The state machine. `unsafe` lets it make the calls the model knows crash the kernel
     (to find and reproduce them, `harness reproduce`), instead of steering around them."""
     names = [name for name, _, _ in regions]
@@ -395,7 +394,7 @@ def machine_class(variant: Variant, regions: Sequence[tuple[str, m.Kind, int]],
     class HmmMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self.world = HmmWorld(variant, regions, evict_supported)
+            self.world = HmmWorld(variant, regions, evict_supported, events)
             last.steps = self.world.log
 
         def teardown(self) -> None:
@@ -571,10 +570,11 @@ def evict_supported(variant: Variant) -> bool:
 
 def replay(variant: Variant, steps: Sequence[tuple[str, Sequence[Any]]],
            fault_around_off: bool,
-           regions: Sequence[tuple[str, m.Kind, int]] | None = None) -> None:
+           regions: Sequence[tuple[str, m.Kind, int]] | None = None,
+           events: protocol.EventChannel | None = None) -> None:
     """Run a recorded sequence once, checking every step as the state machine does."""
     world = HmmWorld(variant, regions_for(fault_around_off) if regions is None else regions,
-                     evict_supported(variant))
+                     evict_supported(variant), events)
     try:
         world.replay(steps)
     finally:
@@ -583,7 +583,8 @@ def replay(variant: Variant, steps: Sequence[tuple[str, Sequence[Any]]],
 
 @pytest.mark.timeout(1800)
 def test_sequences_match_the_model(variant: Variant, pytestconfig: pytest.Config,
-                                   fault_around_off: bool) -> None:
+                                   fault_around_off: bool,
+                                   harness_events: protocol.EventChannel) -> None:
     seed = pytestconfig.getoption("hmm_seed")
     seed = random.randrange(2**32) if seed is None else int(seed)
     explore = int(pytestconfig.getoption("hmm_explore"))
@@ -593,7 +594,8 @@ def test_sequences_match_the_model(variant: Variant, pytestconfig: pytest.Config
           + ("" if fault_around_off else f" (no shared regions: {FAULT_AROUND} not writable)"))
     last = LastSequence()
     unsafe = bool(pytestconfig.getoption("hmm_stateful_unsafe"))
-    machine = machine_class(variant, regions, evict_supported(variant), last, unsafe)
+    machine = machine_class(variant, regions, evict_supported(variant), last, unsafe,
+                            harness_events)
     factory = hypothesis_seed(seed)(machine)
     try:
         run_state_machine_as_test(factory, settings=settings(

@@ -15,13 +15,13 @@ from harness.guest import model as m
 from tests.guest.test_stateful import fault_around_off, replay
 
 if TYPE_CHECKING:
-    from harness.guest.protocol import Variant
+    from harness.guest.protocol import EventChannel, Variant
 
 __all__ = ["fault_around_off"]
 
 
 def test_replay_recorded(variant: Variant, pytestconfig: pytest.Config,
-                         fault_around_off: bool) -> None:
+                         fault_around_off: bool, harness_events: EventChannel) -> None:
     path = pytestconfig.getoption("hmm_replay")
     if not path:
         pytest.fail("no sequence to replay: the harness passes one with --hmm-replay")
@@ -34,4 +34,4 @@ def test_replay_recorded(variant: Variant, pytestconfig: pytest.Config,
         pytest.skip("the sequence uses shared buffers, which need fault-around off "
                     "(/sys/kernel/debug/fault_around_bytes)")
     replay(variant, [(step, args) for step, args in recorded["steps"]], fault_around_off,
-           regions)
+           regions, harness_events)
