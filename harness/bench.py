@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import statistics
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,12 +108,109 @@ def c_figures(c_cases: list[Any], variant: str) -> list[Figure]:
     return []
 
 
+# The issue's bar for Python's side of a migration of 2 MiB or more.
+TARGET_RATIO = 0.95
+TARGET_MIN_BYTES = 2 * 2**20
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """Python/C throughput of one table row, once per pair of runs in the same boot."""
+
+    label: str
+    size_bytes: int
+    thp: bool
+    direction: str
+    python_gbps: tuple[float, ...]
+    c_gbps: tuple[float, ...]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [p / c for p, c in zip(self.python_gbps, self.c_gbps, strict=True) if c > 0]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        return min(self.ratios), max(self.ratios)
+
+    @property
+    def finding(self) -> str:
+        """What the pairs show: a side faster in every pair, or no difference they can tell."""
+        low, high = self.spread
+        if low > 1:
+            return "Python faster"
+        if high < 1:
+            return "C faster"
+        return "within the spread"
+
+
+def paired_ratios(measurements: list[dict[str, Any]], variant: str) -> list[PairedRatio]:
+    """One row per (size, THP, direction) that both sides measured in every pair."""
+    seconds: dict[tuple[str, int, bool, str], dict[int, dict[str, float]]] = defaultdict(
+        lambda: defaultdict(dict))
+    for m in measurements:
+        if m.get("kind") == "thp_migration_pair" and m.get("variant") == variant:
+            key = (m["label"], int(m["size_bytes"]), bool(m["thp"]), m["direction"])
+            seconds[key][int(m["pair"])][m["side"]] = float(m["seconds"])
+    rows = []
+    for (label, size, thp, direction), pairs in seconds.items():
+        complete = [sides for _, sides in sorted(pairs.items())
+                    if sides.get("python", 0) > 0 and sides.get("c", 0) > 0]
+        if complete:
+            gib = size / 2**30
+            rows.append(PairedRatio(label, size, thp, direction,
+                                    tuple(gib / s["python"] for s in complete),
+                                    tuple(gib / s["c"] for s in complete)))
+    return rows
+
+
+def paired_table(rows: list[PairedRatio]) -> str:
+    lines = [f"{'buffer':>10}  {'THP':3}  {'dir':3}  {'Python GB/s':>11}  {'C GB/s':>8}  "
+             f"{'Py/C':>5}  {'min-max':>11}  finding"]
+    for row in rows:
+        low, high = row.spread
+        lines.append(f"{row.size_bytes / 2**20:8.1f}MB  {'yes' if row.thp else 'no':3}  "
+                     f"{row.direction:3}  {statistics.median(row.python_gbps):11.3f}  "
+                     f"{statistics.median(row.c_gbps):8.3f}  {row.median:5.2f}  "
+                     f"{low:5.2f}-{high:<5.2f}  {row.finding}")
+    return "\n".join(lines)
+
+
+def target_line(rows: list[PairedRatio]) -> str:
+    large = [r for r in rows if r.size_bytes >= TARGET_MIN_BYTES]
+    if not large:
+        return f"no row of {TARGET_MIN_BYTES // 2**20} MiB or more"
+    met = [r for r in large if r.median >= TARGET_RATIO]
+    worst = min(large, key=lambda r: r.median)
+    return (f"{TARGET_MIN_BYTES // 2**20} MiB and more: median Py/C at least {TARGET_RATIO} in "
+            f"{len(met)} of {len(large)} rows; the lowest {worst.median:.2f} "
+            f"(min-max {worst.spread[0]:.2f}-{worst.spread[1]:.2f}, "
+            f"{worst.size_bytes / 2**20:.1f} MB, THP {'yes' if worst.thp else 'no'}, "
+            f"{worst.direction})")
+
+
 def summarize(measurements: list[dict[str, Any]], c_cases: list[Any],
               variants: list[str]) -> tuple[str, dict[str, Any]]:
     """The printed benchmark report and its results.json form."""
     text: list[str] = []
     data: dict[str, Any] = {"migration": {}, "read_latency": []}
     for variant in variants:
+        if paired := paired_ratios(measurements, variant):
+            pairs = len(paired[0].ratios)
+            text.append(f"THP migration throughput [{variant}], Python against C in {pairs} "
+                        "interleaved pairs (median of the pairs, the spread of their ratios):")
+            text.append(paired_table(paired))
+            text.append(target_line(paired))
+            data.setdefault("pairs", {})[variant] = [
+                {"label": r.label, "size_bytes": r.size_bytes, "thp": r.thp,
+                 "direction": r.direction, "python_gbps": list(r.python_gbps),
+                 "c_gbps": list(r.c_gbps), "ratios": r.ratios, "median_ratio": r.median,
+                 "min_ratio": r.spread[0], "max_ratio": r.spread[1], "finding": r.finding}
+                for r in paired]
+            continue
         rows = compare(python_figures(measurements, variant), c_figures(c_cases, variant))
         if not rows:
             continue

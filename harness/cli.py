@@ -67,6 +67,11 @@ class _Parser(argparse.ArgumentParser):
 
 BENCH_SUITES = ("tests/guest/test_hmm_benchmark.py", "tests/guest/bench/bench_read_latency.py")
 BENCH_KEYWORD = "benchmark_thp_migration or read_latency"
+# bench --reference: the Python and C tables in interleaved pairs, instead of C after Python.
+BENCH_PAIRS_SUITES = ("tests/guest/bench/bench_migration_pairs.py",
+                      "tests/guest/bench/bench_read_latency.py")
+BENCH_PAIRS_KEYWORD = "migration_pair or read_latency"
+DEFAULT_BENCH_PAIRS = 5
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -226,15 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the THP migration benchmark (sys->dev and dev->sys, with and without "
                     "THP, a quarter THP to 128 THPs) and the one-page HMM_DMIRROR_READ "
                     "overhead benchmark from Python in a guest, and print the figures. With "
-                    "--reference, the C selftest's benchmark runs in the same boot and the "
-                    "table shows Python/C throughput ratios. Figures go to results.json "
-                    "'benchmark'. Exit status as for run.")
+                    "--reference, Python's table and the C selftest's benchmark_thp_migration "
+                    "run in --pairs interleaved pairs in the same boot, and the table shows the "
+                    "median Python/C throughput ratio of the pairs with its spread. Figures go "
+                    "to results.json 'benchmark'. Exit status as for run.")
     _common_options(benchp)
     benchp.add_argument("--startup", action="store_true",
                         help="instead: measure a warm run's start-up, phase by phase (host "
                              "work, kernel boot, initramfs, Python, pytest, module load, "
                              "collection, first test), against a bare boot of the same kernel "
                              "with a busybox initramfs; figures go to DIR/startup.json")
+    benchp.add_argument("--pairs", type=int, default=None, metavar="N",
+                        help="with --reference: pairs of one Python and one C table, odd pairs "
+                             "Python first and even pairs C first (default "
+                             f"{DEFAULT_BENCH_PAIRS}; about 3 minutes a pair under TCG)")
     benchp.add_argument("--rounds", type=int, default=3, metavar="N",
                         help="with --startup: bare boots and measured runs, in pairs "
                              "(default 3; the medians are printed)")
@@ -386,17 +396,22 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
     if getattr(args, "resume", None) is not None:
         return run.load_options(args.resume.resolve())
     benchmark = args.command == "bench"
+    pairs = bench_pairs(args) if benchmark else 0
     return run.RunOptions(
         results_dir=args.results.resolve(), cache_dir=args.cache_dir or default_cache_dir(),
         kernel=args.kernel[0] if args.kernel else None, mode=args.mode,
-        keyword=BENCH_KEYWORD if benchmark else args.keyword,
-        suites=BENCH_SUITES if benchmark else tuple(args.suites or run.DEFAULT_SUITES),
+        keyword=(BENCH_PAIRS_KEYWORD if pairs else BENCH_KEYWORD) if benchmark
+        else args.keyword,
+        suites=(BENCH_PAIRS_SUITES if pairs else BENCH_SUITES) if benchmark
+        else tuple(args.suites or run.DEFAULT_SUITES),
+        bench_pairs=pairs,
         benchmark=benchmark, mirror=args.mirror, qemu=args.qemu,
         accel=args.accel, cpus=args.cpus, memory_mib=args.memory_mib,
         test_timeout=args.test_timeout,
         run_timeout=(run.RUN_TIMEOUT_PER_REPETITION * getattr(args, "repeat", 1)
                      if args.run_timeout is None else args.run_timeout),
-        module=args.module, reference=args.reference,
+        # In pairs the C side runs inside the Python suite, not after it.
+        module=args.module, reference=args.reference and not pairs,
         extra_kmods=tuple(p.resolve() for p in getattr(args, "extra_kmods", [])),
         debug_symbols=getattr(args, "debug_symbols", False),
         modules_dir=args.modules_dir, test_hmm_source=args.test_hmm_source,
@@ -415,6 +430,18 @@ def options_from(args: argparse.Namespace) -> run.RunOptions:
         target=getattr(args, "target", "qemu"),
         yes_this_host=getattr(args, "yes_this_host", False),
         spm_addrs=tuple(_spm_address(t) for t in getattr(args, "spm_addrs", [])))
+
+
+def bench_pairs(args: argparse.Namespace) -> int:
+    if args.pairs is not None and not args.reference:
+        raise UsageError("--pairs needs --reference: the pairs are of Python and C tables",
+                         "add --reference, or drop --pairs")
+    if args.pairs is not None and args.pairs < 1:
+        raise UsageError(f"--pairs {args.pairs}: a comparison needs at least one pair",
+                         f"give --pairs 1 or more (default {DEFAULT_BENCH_PAIRS})")
+    if not args.reference:
+        return 0
+    return DEFAULT_BENCH_PAIRS if args.pairs is None else int(args.pairs)
 
 
 def explicit_options(argv: Sequence[str]) -> list[str]:
@@ -526,7 +553,7 @@ def _bench_startup(args: argparse.Namespace, options: run.RunOptions, runner: Co
     if args.rounds < 1:
         raise UsageError(f"--rounds {args.rounds} is not a positive count",
                          "give at least one round, e.g. --rounds 3")
-    if options.reference:
+    if args.reference:
         raise UsageError("--startup measures the harness's own start-up; --reference adds "
                          "the C selftest after the tests", "give one of them")
     options = replace(options, keyword=None, suites=run.DEFAULT_SUITES)

@@ -103,6 +103,7 @@ class RunOptions:
     target: str = "qemu"  # TARGETS: a guest, or the running kernel of this machine
     yes_this_host: bool = False  # --target host: the user means this machine
     spm_addrs: tuple[int, ...] = ()  # --target host: test_hmm's coherent chunks, by hand
+    bench_pairs: int = 0  # bench --reference: Python and C benchmark tables, in pairs
 
 
 OPTIONS_FILE = "run-options.json"
@@ -356,7 +357,7 @@ def write_plan(options: RunOptions, layout: qemu.GuestLayout, round_number: int,
             "round": round_number, "deselect": deselect, "reference": options.reference,
             "repeat": options.repeat, "shard": options.shard,
             "seed": options.seed, "explore": options.explore,
-            "stateful_unsafe": options.stateful_unsafe,
+            "stateful_unsafe": options.stateful_unsafe, "bench_pairs": options.bench_pairs,
             "replay": REPLAY_FILE if options.replay is not None else None,
             "keep": SHARD_KEEP_FILE if SHARD_KEEP_FILE in files else None,
             "durations": SHARD_DURATIONS_FILE if SHARD_DURATIONS_FILE in files else None}

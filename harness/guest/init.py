@@ -46,6 +46,8 @@ def pytest_args(plan: dict[str, Any]) -> list[str]:
     argv += [f"--hmm-module-param={p}" for p in plan["module_params"]]
     if "seed" in plan:
         argv += [f"--hmm-seed={plan['seed']}", f"--hmm-explore={plan['explore']}"]
+    if plan.get("bench_pairs"):
+        argv.append(f"--hmm-bench-pairs={plan['bench_pairs']}")
     if plan.get("stateful_unsafe"):
         argv.append("--hmm-stateful-unsafe")
     if plan.get("replay"):
