@@ -234,7 +234,8 @@ def repetition(request: pytest.FixtureRequest) -> int:
 def harness_events(request: pytest.FixtureRequest) -> protocol.EventChannel:
     """The channel this session's results go to, for a suite that streams more (the stateful
     suite's steps): in a guest the harness's port, on a host the run's events file."""
-    reporter: HarnessReporter = request.config.pluginmanager.get_plugin("hmm-harness-reporter")
+    reporter = request.config.pluginmanager.get_plugin("hmm-harness-reporter")
+    assert isinstance(reporter, HarnessReporter), "harness.guest.plugin registers its reporter"
     return reporter.events
 
 

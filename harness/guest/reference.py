@@ -29,7 +29,7 @@ def parse_listing(text: str) -> list[str]:
     """FIXTURE.VARIANT.TEST names from `hmm-tests -l` (three columns; a blank cell means the
     fixture or variant goes on; variants and tests of one fixture combine)."""
     cases: list[str] = []
-    fixture, variants, tests = "", [], []
+    fixture, variants, tests = "", list[str](), list[str]()
 
     def flush() -> None:
         for variant in variants or [""]:
@@ -69,8 +69,11 @@ def matches_keyword(case: str, keyword: str | None) -> bool:
     fixture, variant, test = case.split(".")
     mode = next((m for m, suffix in _VARIANT_MODES.items() if variant.endswith(suffix)), "")
     names = [f"test_{test}", f"test_{fixture}.py", mode]
-    return Expression.compile(keyword).evaluate(
-        lambda word, **_: any(word.lower() in name.lower() for name in names))
+
+    def matches(word: str, /, **_: str | int | bool | None) -> bool:
+        return any(word.lower() in name.lower() for name in names)
+
+    return Expression.compile(keyword).evaluate(matches)
 
 
 def outcome(output: str, returncode: int, case: str) -> tuple[str, str]:

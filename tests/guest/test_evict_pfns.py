@@ -298,9 +298,10 @@ def test_evict_across_chunks(evicting: hmm.MirrorDevice, variant: Variant) -> No
         for first in range(0, npages, window_pages):
             window.addr = base + first * PAGE_SIZE
             count = min(window_pages, npages - first)
-            check_places(evicting, window,
-                         lambda p, first=first: Prot.WRITE if first + p in chosen
-                         else on_device(variant), f"pages {first}+{count}", 0, count)
+            def expected(page: int, first: int = first) -> Prot:
+                return Prot.WRITE if first + page in chosen else on_device(variant)
+
+            check_places(evicting, window, expected, f"pages {first}+{count}", 0, count)
         # A few evicted pages of each chunk, through the device.
         for chunk in set(chunk_of):
             sample = [p for p in sorted(chosen) if chunk_of[p] == chunk][:16]
@@ -643,10 +644,10 @@ def race_frees(device: hmm.MirrorDevice, buffer: HmmBuffer, seed: int,
         device.migrate_to_system(buffer.addr, npages)
     else:
         device.evict_pfns(buffer.addr, npages)
-    back = {Prot.WRITE, Prot.WRITE | Prot.PMD}
+    in_system = {Prot.WRITE, Prot.WRITE | Prot.PMD}
     places = snapshot(device, buffer)
     wrong = [(p, prot) for p, prot in enumerate(places)
-             if prot not in (back | {Prot.NONE} if p in dropped else back)]
+             if prot not in (in_system | {Prot.NONE} if p in dropped else in_system)]
     assert not wrong, f"after {steps} rounds, pages not back in system memory: {wrong[:4]}"
     expected = b"".join(bytes(PAGE_SIZE) if p in dropped else tag_page(seed, p)
                         for p in range(npages))

@@ -183,8 +183,8 @@ class HmmWorld:
                                      f"{len(seen)} pages differ: (page, seen, model) "
                                      f"{wrong[:8]}{' ...' if len(wrong) > 8 else ''}")
                 buffer = self.buffers[name]
-                error = call_errno(lambda b=buffer, d=device: self.devices[d].check_exclusive(
-                    b.addr, b.npages))
+                error = call_errno(functools.partial(self.devices[device].check_exclusive,
+                                                     buffer.addr, buffer.npages))
                 want_error = self.model.check_exclusive(device, region)
                 if error != want_error:
                     raise self.failure(f"check_exclusive of {name} by device {device}: errno "
@@ -406,7 +406,7 @@ def machine_class(variant: Variant, regions: Sequence[tuple[str, m.Kind, int]],
             on_device = [(name, i) for name in names
                          for i, page in enumerate(self.world.model.regions[name].pages)
                          if page.where is m.Where.DEVICE]
-            if on_device and data.draw(st.booleans(), label="at a device page"):
+            if bool(on_device) and data.draw(st.booleans(), label="at a device page"):
                 name, index = data.draw(st.sampled_from(on_device), label="device page")
                 npages = self.world.model.regions[name].npages
                 first = data.draw(st.integers(max(0, index - 4), index), label="first")

@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable
 
 from harness.guest.hmm import PAGE_SIZE, HmmBuffer, MirrorDevice
+from harness.guest.protocol import Variant
 
 CALLS = 20000
 READ_LATENCY = "/hmm/build/read-latency"
 
 
-def test_read_latency(variant, record_measurement: Callable[..., None]) -> None:
+def test_read_latency(variant: Variant, record_measurement: Callable[..., None]) -> None:
     device_path = variant.device_paths[0]
     with MirrorDevice(device_path) as device, HmmBuffer.anonymous(PAGE_SIZE) as buffer:
         buffer.fill(b"\x5a" * PAGE_SIZE)

@@ -55,7 +55,7 @@ class KernelLogCursor:
         os.lseek(self.fd, 0, os.SEEK_END)
 
     def lines(self) -> list[str]:
-        found = []
+        found: list[str] = []
         while True:
             try:
                 record = os.read(self.fd, 8192).decode(errors="replace")
