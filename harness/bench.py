@@ -108,9 +108,11 @@ def c_figures(c_cases: list[Any], variant: str) -> list[Figure]:
     return []
 
 
-# The issue's bar for Python's side of a migration of 2 MiB or more.
+# The bar for Python's side of a migration of 2 MiB or more.
 TARGET_RATIO = 0.95
 TARGET_MIN_BYTES = 2 * 2**20
+# Fewer pairs than this show no spread worth the name: their rows claim no finding.
+MIN_PAIRS_FOR_A_FINDING = 3
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,8 @@ class PairedRatio:
     @property
     def finding(self) -> str:
         """What the pairs show: a side faster in every pair, or no difference they can tell."""
+        if len(self.ratios) < MIN_PAIRS_FOR_A_FINDING:
+            return f"too few pairs (fewer than {MIN_PAIRS_FOR_A_FINDING})"
         low, high = self.spread
         if low > 1:
             return "Python faster"

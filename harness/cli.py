@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     benchp.add_argument("--pairs", type=int, default=None, metavar="N",
                         help="with --reference: pairs of one Python and one C table, odd pairs "
                              "Python first and even pairs C first (default "
-                             f"{DEFAULT_BENCH_PAIRS}; about 3 minutes a pair under TCG)")
+                             f"{DEFAULT_BENCH_PAIRS}; about 90 s a pair under TCG)")
     benchp.add_argument("--rounds", type=int, default=3, metavar="N",
                         help="with --startup: bare boots and measured runs, in pairs "
                              "(default 3; the medians are printed)")
