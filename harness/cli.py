@@ -26,6 +26,8 @@ from harness import (
     replay,
     run,
     startupbench,
+    wholesuite,
+    wholesuitebench,
 )
 from harness.commands import CommandRunner
 from harness.errors import HarnessError, Interrupted, UsageError
@@ -245,8 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --reference: pairs of one Python and one C table, odd pairs "
                              "Python first and even pairs C first (default "
                              f"{DEFAULT_BENCH_PAIRS}; about 90 s a pair under TCG)")
+    benchp.add_argument("--whole-suite", action="store_true",
+                        help="instead: the ported suites (" + ", ".join(
+                            wholesuite.PORTED_SUITES) + ") as a warm run, command to exit, "
+                             "against the kernel's C selftest (hmm-tests, the same variants) "
+                             "booted in the same kind of guest with a shell script as init, "
+                             "QEMU start to exit; figures go to DIR/whole-suite.json")
     benchp.add_argument("--rounds", type=int, default=3, metavar="N",
-                        help="with --startup: bare boots and measured runs, in pairs "
+                        help="with --startup or --whole-suite: pairs of measured runs "
                              "(default 3; the medians are printed)")
     bisectp = commands.add_parser(
         "bisect", help="find the first commit where the selected tests stop passing",
@@ -500,6 +508,8 @@ def _main(argv: list[str]) -> int:
             return _bisect(args, options, runner, progress)
         if len(args.kernel or []) > 1:
             return _matrix(args, options, runner, progress)
+        if getattr(args, "whole_suite", False):
+            return _bench_whole_suite(args, options, runner, progress)
         if getattr(args, "startup", False):
             return _bench_startup(args, options, runner, progress)
         if options.target == "host":
@@ -558,6 +568,19 @@ def _bench_startup(args: argparse.Namespace, options: run.RunOptions, runner: Co
                          "the C selftest after the tests", "give one of them")
     options = replace(options, keyword=None, suites=run.DEFAULT_SUITES)
     startupbench.bench_startup(options, args.rounds, runner, progress)
+    return EXIT_PASSED
+
+
+def _bench_whole_suite(args: argparse.Namespace, options: run.RunOptions,
+                       runner: CommandRunner, progress: Progress) -> int:
+    if args.rounds < 1:
+        raise UsageError(f"--rounds {args.rounds} is not a positive count",
+                         "give at least one pair, e.g. --rounds 3")
+    if args.startup or args.reference:
+        raise UsageError("--whole-suite times the ported suites against the C selftest in a "
+                         "guest of its own; --startup and --reference measure other things",
+                         "give one of them")
+    wholesuitebench.bench_whole_suite(options, args.rounds, runner, progress)
     return EXIT_PASSED
 
 

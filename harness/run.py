@@ -518,24 +518,9 @@ class Session:
         self.current_console: Path | None = None
 
     def vm_spec(self, boot_number: int) -> qemu.VmSpec:
-        options, prepared = self.options, self.prepared
-        suffix = "" if boot_number == 1 else f"-{boot_number}"
-        root_share = () if prepared.root_image else (qemu.Share("sysroot", prepared.root),)
-        root_arg = ("hmm_root=erofs",) if prepared.root_image else ()
-        return qemu.VmSpec(
-            qemu=options.qemu, accel=prepared.accel.accel, cpus=options.cpus,
-            memory_mib=self.layout.memory_mib, kernel_image=prepared.kernel.image,
-            initramfs=prepared.build.initramfs,
-            kernel_args=(*qemu.BASE_KERNEL_ARGS, *self.layout.kernel_args,
-                         *prepared.kernel.boot_args, *root_arg, *options.extra_kernel_args),
-            shares=(*root_share,
-                    qemu.Share("project", PROJECT_ROOT),
-                    qemu.Share("build", prepared.build.directory),
-                    qemu.Share("results", options.results_dir / "guest", read_only=False)),
-            console_log=options.results_dir / f"console{suffix}.log",
-            events_log=options.results_dir / f"events{suffix}.jsonl",
-            monitor_socket=self.monitor_dir / "monitor.sock",
-            root_image=prepared.root_image, firmware=qemu.direct_boot_firmware())
+        return guest_vm_spec(self.options, self.prepared, self.layout,
+                             self.monitor_dir / "monitor.sock",
+                             "" if boot_number == 1 else f"-{boot_number}")
 
     def on_event(self, event: dict[str, Any]) -> None:
         self.progress.on_event(event)
@@ -642,6 +627,29 @@ class Session:
         report.finished = True
         write_reports(report, options.results_dir)
         return report
+
+
+def guest_vm_spec(options: RunOptions, prepared: Prepared, layout: qemu.GuestLayout,
+                  monitor_socket: Path, suffix: str = "",
+                  extra_kernel_args: tuple[str, ...] = ()) -> qemu.VmSpec:
+    """The harness's guest: its kernel, root, shares and machine; `suffix` names the logs of
+    a later boot."""
+    root_share = () if prepared.root_image else (qemu.Share("sysroot", prepared.root),)
+    root_arg = ("hmm_root=erofs",) if prepared.root_image else ()
+    return qemu.VmSpec(
+        qemu=options.qemu, accel=prepared.accel.accel, cpus=options.cpus,
+        memory_mib=layout.memory_mib, kernel_image=prepared.kernel.image,
+        initramfs=prepared.build.initramfs,
+        kernel_args=(*qemu.BASE_KERNEL_ARGS, *layout.kernel_args, *prepared.kernel.boot_args,
+                     *root_arg, *options.extra_kernel_args, *extra_kernel_args),
+        shares=(*root_share,
+                qemu.Share("project", PROJECT_ROOT),
+                qemu.Share("build", prepared.build.directory),
+                qemu.Share("results", options.results_dir / "guest", read_only=False)),
+        console_log=options.results_dir / f"console{suffix}.log",
+        events_log=options.results_dir / f"events{suffix}.jsonl",
+        monitor_socket=monitor_socket, root_image=prepared.root_image,
+        firmware=qemu.direct_boot_firmware())
 
 
 def judge(report: results.RunReport, tests: list[results.TestOutcome],

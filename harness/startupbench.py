@@ -75,10 +75,10 @@ def run_argv(results_dir: Path) -> list[str]:
     return [sys.executable, "-m", "harness", "run", "--resume", str(results_dir)]
 
 
-def harness_run(options: run.RunOptions, runner: CommandRunner) -> tuple[dict[str, Any],
-                                                                        float, float, int]:
-    """One warm run as its own process: its start-up moments, and when it started and ended
-    on the host's monotonic clock."""
+def run_as_a_process(options: run.RunOptions,
+                     runner: CommandRunner) -> tuple[int, dict[str, Any], float, float]:
+    """One run as its own process, as a user starts it: its exit status, its results.json,
+    and when it started and ended on the host's monotonic clock."""
     shutil.rmtree(options.results_dir, ignore_errors=True)
     run.prepare_results_dir(options.results_dir)
     run.save_options(options)
@@ -90,11 +90,20 @@ def harness_run(options: run.RunOptions, runner: CommandRunner) -> tuple[dict[st
     ended = time.monotonic()
     report_path = options.results_dir / "results.json"
     try:
-        report = json.loads(report_path.read_text())
+        report: dict[str, Any] = json.loads(report_path.read_text())
     except (OSError, ValueError) as error:
         raise HarnessError(f"the measured run (exit {status}) left no results in "
                            f"{options.results_dir}", f"run it by hand: {format_command(argv)}"
                            ) from error
+    return status, report, started, ended
+
+
+def harness_run(options: run.RunOptions, runner: CommandRunner) -> tuple[dict[str, Any],
+                                                                        float, float, int]:
+    """One warm run as its own process: its start-up moments, and when it started and ended
+    on the host's monotonic clock."""
+    status, report, started, ended = run_as_a_process(options, runner)
+    report_path = options.results_dir / "results.json"
     if status != 0 or not report.get("startup"):
         raise HarnessError(f"the measured run ended with exit {status}; a start-up benchmark "
                            "needs a run that passes", f"see {report_path}")

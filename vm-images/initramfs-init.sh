@@ -30,4 +30,8 @@ $bb mount --move /dev /newroot/dev
 read up _ </proc/uptime; boot_times="$boot_times switch_root=$up"
 $bb umount /proc
 export PYTHON_COLORS=0 TERM=dumb HMM_HARNESS_BOOT_TIMES="$boot_times"
+# bench --whole-suite boots the C selftest's guest with a shell script of the harness's as init.
+if [ -n "${hmm_script:-}" ]; then
+    exec $bb switch_root /newroot /bin/sh "/hmm/results/$hmm_script"
+fi
 exec $bb switch_root /newroot /usr/bin/python3 -u /hmm/project/harness/guest/init.py

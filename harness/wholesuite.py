@@ -1,0 +1,79 @@
+"""Pure: the ported suites as a warm run against the kernel's C selftest in the same kind of
+guest (`bench --whole-suite`): the C guest's init script, what its TAP says, the table."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# The suites that port hmm-tests.c case for case; the others have no C twin.
+PORTED_SUITES = ("tests/guest/test_hmm.py", "tests/guest/test_hmm2.py",
+                 "tests/guest/test_hmm_benchmark.py")
+SCRIPT_NAME = "c-selftest.sh"
+TAP_NAME = "c-selftest.tap"
+STATUS_NAME = "c-selftest.status"
+_RESULT = re.compile(r"^(not ok|ok) \d+ (\S+)(?: # (SKIP|XFAIL|TODO))?")
+
+
+def selftest_variants(mode: str) -> list[str]:
+    """hmm-tests' variants (`-v NAME`) of both fixtures for a memory mode."""
+    models = ["private", "coherent"] if mode == "all" else [mode]
+    return [f"{fixture}_device_{model}" for model in models for fixture in ("hmm", "hmm2")]
+
+
+def c_selftest_script(module_params: tuple[str, ...], mode: str) -> str:
+    """The C selftest as its users run it in a VM: load test_hmm, run hmm-tests, power off.
+    The guest root's shell is PID 1 here; the initramfs mounted everything."""
+    variants = " ".join(f"-v {v}" for v in selftest_variants(mode))
+    params = " ".join(shlex.quote(p) for p in module_params)
+    return (
+        "#!/bin/sh\n"
+        "cd /tmp\n"
+        f"insmod /hmm/build/test_hmm.ko {params}\n"
+        f"/hmm/build/hmm-tests {variants} > /hmm/results/{TAP_NAME} 2>&1\n"
+        f"echo $? > /hmm/results/{STATUS_NAME}\n"
+        "sync\n"
+        "exec /bin/busybox poweroff -f\n")
+
+
+def tap_outcomes(tap: str) -> Counter[str]:
+    """passed / failed / skipped, counted from hmm-tests' result lines."""
+    counts: Counter[str] = Counter()
+    for line in tap.splitlines():
+        if match := _RESULT.match(line.strip()):
+            verdict, _, directive = match.groups()
+            counts["skipped" if directive == "SKIP"
+                   else "passed" if verdict == "ok" else "failed"] += 1
+    return counts
+
+
+@dataclass(frozen=True)
+class Pair:
+    python_seconds: float  # the harness's run, command to exit
+    c_seconds: float  # the C selftest's guest, QEMU start to exit
+    python_outcomes: dict[str, int]
+    c_outcomes: dict[str, int]
+
+
+def summarize(pairs: list[Pair]) -> dict[str, Any]:
+    python = statistics.median(p.python_seconds for p in pairs)
+    c = statistics.median(p.c_seconds for p in pairs)
+    ratios = [p.python_seconds / p.c_seconds for p in pairs]
+    lines = [f"{'pair':>4}  {'harness run':>11}  {'C selftest':>10}  {'ratio':>5}  outcomes"]
+    for number, pair in enumerate(pairs, start=1):
+        lines.append(f"{number:4}  {pair.python_seconds:10.1f}s  {pair.c_seconds:9.1f}s  "
+                     f"{pair.python_seconds / pair.c_seconds:5.2f}  "
+                     f"Python {describe(pair.python_outcomes)}; C {describe(pair.c_outcomes)}")
+    lines.append(f"median: harness run {python:.1f} s, C selftest {c:.1f} s, "
+                 f"{python / c:.2f}x (pairs from {min(ratios):.2f}x to {max(ratios):.2f}x)")
+    return {"pairs": [asdict(p) for p in pairs], "python_median": python, "c_median": c,
+            "ratio_median": python / c, "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "table": "\n".join(lines)}
+
+
+def describe(outcomes: dict[str, int]) -> str:
+    return ", ".join(f"{count} {name}" for name, count in sorted(outcomes.items())) or "none"
