@@ -255,11 +255,15 @@ def wait_for_devices(mode: str) -> None:
                             "see the kernel log (dmesg) for test_hmm's messages")
 
 
-def pytest_argv(options: run.RunOptions, events: Path, deselect: list[str]) -> list[str]:
+def pytest_argv(options: run.RunOptions, events: Path, deselect: list[str], module: Path,
+                params: list[str]) -> list[str]:
+    """The plugin does not load test_hmm here (the run has, before the journal starts), but
+    is told what was loaded, for the test that unloads it and loads it again."""
     argv = [sys.executable, "-m", "pytest", "-p", "harness.guest.plugin",
             "-c", str(PROJECT_ROOT / "tests/guest/pytest.ini"), "--rootdir", str(PROJECT_ROOT),
             *protocol.PYTEST_PLUGIN_OPTIONS, "-rfEs", f"--hmm-mode={options.mode}",
-            f"--timeout={options.test_timeout}", "--hmm-no-load", f"--hmm-events={events}",
+            f"--timeout={options.test_timeout}", "--hmm-no-load", f"--hmm-module={module}",
+            *[f"--hmm-module-param={p}" for p in params], f"--hmm-events={events}",
             f"--hmm-seed={options.seed}", f"--hmm-explore={options.explore}"]
     if options.repeat > 1:
         argv.append(f"--hmm-repeat={options.repeat}")
@@ -353,14 +357,14 @@ def run_round(options: run.RunOptions, facts: hostcheck.HostFacts,
         assert assessment.compiler is not None
         staging = build(options, facts, assessment.compiler, runner)
     env = {"PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(staging)])}
+    module, params = staging / "test_hmm.ko", module_params(assessment)
     with KmsgJournal(console_log):
-        runner.run(["insmod", staging / "test_hmm.ko", *module_params(assessment)],
-                   what="loading test_hmm")
+        runner.run(["insmod", module, *params], what="loading test_hmm")
         watched = WatchedPytest(status=None)
         try:
             wait_for_devices(options.mode)
-            watched = run_watched(pytest_argv(options, events_log, finished), env, events_log,
-                                  console_log, options.test_timeout, runner)
+            watched = run_watched(pytest_argv(options, events_log, finished, module, params),
+                                  env, events_log, console_log, options.test_timeout, runner)
             return watched
         finally:
             if watched.hung_nodeid is None:

@@ -36,6 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="a test_hmm parameter (name=value); repeat for more")
     group.addoption("--hmm-no-load", action="store_true",
                     help="test_hmm is already loaded: do not insmod it")
+    group.addoption("--hmm-module", metavar="KO", default=None,
+                    help=f"the test_hmm.ko to load (default {MODULE_PATH}); with --hmm-no-load, "
+                         "the one a test that unloads test_hmm loads again")
     group.addoption("--hmm-events", metavar="PATH",
                     help="write events to PATH instead of the harness's channel")
     group.addoption("--hmm-repeat", type=int, default=1, metavar="N",
@@ -91,13 +94,13 @@ def uevent_socket_class() -> Any:
     return UeventSocket
 
 
-def load_module(params: list[str], mode: str) -> None:
+def load_module(params: list[str], mode: str, module: str = MODULE_PATH) -> None:
     sock = uevent_socket_class()()
     sock.bind()
     try:
-        load = subprocess.run(["insmod", MODULE_PATH, *params], capture_output=True, text=True)
+        load = subprocess.run(["insmod", module, *params], capture_output=True, text=True)
         if load.returncode != 0:
-            raise ModuleSetupError(f"insmod {MODULE_PATH} {' '.join(params)} failed: "
+            raise ModuleSetupError(f"insmod {module} {' '.join(params)} failed: "
                                    f"{load.stderr.strip()}")
         _wait_for_devices(sock, protocol.expected_devices(mode),
                           time.monotonic() + DEVICE_WAIT_SECONDS)
@@ -123,7 +126,7 @@ class HarnessReporter:
         if self.config.getoption("hmm_no_load"):
             return
         try:
-            load_module(params, mode)
+            load_module(params, mode, self.config.getoption("hmm_module") or MODULE_PATH)
         except ModuleSetupError as error:
             self.events.send("setup-error", message=str(error))
             raise pytest.UsageError(str(error)) from error

@@ -864,12 +864,13 @@ def test_unload_with_resident_pages(variant: Variant, request: pytest.FixtureReq
     session's parameters. test_hmm evicts on every release and rmmod needs every file
     closed, so the release's eviction is the one that brings the pages back; the unload must
     then find nothing to lose. Later cases find the module loaded again."""
-    from harness.guest.plugin import load_module
+    from harness.guest.plugin import MODULE_PATH, load_module
 
     config = request.config
-    if config.getoption("hmm_no_load"):
-        pytest.skip("test_hmm was loaded outside the plugin (--hmm-no-load): its parameters "
-                    "are unknown, so it could not be loaded again")
+    module = config.getoption("hmm_module")
+    if config.getoption("hmm_no_load") and module is None:
+        pytest.skip("test_hmm was loaded outside the plugin (--hmm-no-load) and --hmm-module "
+                    "does not say which module to load again")
     npages, seed = 64, 12
     device = hmm.MirrorDevice(variant.device_paths[0])
     try:
@@ -896,7 +897,7 @@ def test_unload_with_resident_pages(variant: Variant, request: pytest.FixtureReq
             finally:
                 if not module_loaded():
                     load_module(config.getoption("hmm_module_param"),
-                                config.getoption("hmm_mode"))
+                                config.getoption("hmm_mode"), module or MODULE_PATH)
             with hmm.MirrorDevice(variant.device_paths[0]) as again:
                 check_places(again, buffer, lambda _: Prot.READ, "after the reload")
         except BaseException:

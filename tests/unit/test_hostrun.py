@@ -40,10 +40,13 @@ def test_kmsg_records_become_console_lines_the_parser_knows() -> None:
 
 def test_pytest_runs_the_plugin_without_loading_test_hmm_and_writes_events_to_a_file() -> None:
     options = dataclasses.replace(HOST, mode="all", keyword="anon", repeat=2, seed=5)
-    argv = hostrun.pytest_argv(options, Path("/tmp/r/events.jsonl"), ["t.py::done"])
+    argv = hostrun.pytest_argv(options, Path("/tmp/r/events.jsonl"), ["t.py::done"],
+                               Path("/tmp/r/host-build/test_hmm.ko"), ["spm_addr_dev0=0x1"])
     assert argv[1:5] == ["-m", "pytest", "-p", "harness.guest.plugin"]
     for wanted in ("--hmm-no-load", "--hmm-events=/tmp/r/events.jsonl", "--hmm-mode=all",
-                   "--hmm-repeat=2", "--hmm-seed=5", "-k", "--deselect=t.py::done"):
+                   "--hmm-repeat=2", "--hmm-seed=5", "-k", "--deselect=t.py::done",
+                   "--hmm-module=/tmp/r/host-build/test_hmm.ko",
+                   "--hmm-module-param=spm_addr_dev0=0x1"):
         assert wanted in argv
     assert argv[-1].endswith("/tests/guest")
 
