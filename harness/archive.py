@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import shutil
-import subprocess
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,14 +74,17 @@ class PrivateApt:
         return found[0]
 
 
-def read_member(deb: Path, member: str) -> bytes:
-    """One file from a .deb's data archive (dpkg-deb --fsys-tarfile | tar -xO)."""
+def read_member(deb: Path, member: str, runner: CommandRunner) -> bytes:
+    """One file from a .deb's data archive, which dpkg-deb unpacks whatever its compression."""
     require_tool("dpkg-deb", "dpkg")
-    tar = subprocess.run(f"dpkg-deb --fsys-tarfile '{deb}' | tar -xO './{member.lstrip('/')}'",
-                         shell=True, capture_output=True, check=False)
-    if tar.returncode != 0:
-        raise KernelNotFoundError(f"{deb.name} has no {member}: {tar.stderr.decode().strip()}")
-    return tar.stdout
+    data = runner.output_bytes(["dpkg-deb", "--fsys-tarfile", deb],
+                               what=f"reading the data archive of {deb.name}")
+    wanted = {member.lstrip("/"), f"./{member.lstrip('/')}"}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for entry in tar:
+            if entry.name in wanted and (content := tar.extractfile(entry)) is not None:
+                return content.read()
+    raise KernelNotFoundError(f"{deb.name} has no {member}")
 
 
 def extract_source_subset(deb: Path, dest: Path, members: list[str],

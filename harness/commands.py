@@ -67,6 +67,20 @@ class CommandRunner:
                               cwd=cwd).returncode
 
 
+    def output_bytes(self, argv: Sequence[str | os.PathLike[str]], *, what: str = "") -> bytes:
+        """Run argv and return its standard output as bytes (an archive, say); its standard
+        error goes into the CommandFailedError should it fail. b"" in a dry run."""
+        self.announce(format_command(argv))
+        if self.dry_run:
+            return b""
+        proc = subprocess.run([os.fspath(a) for a in argv], capture_output=True)
+        if proc.returncode != 0:
+            raise CommandFailedError(
+                f"{what or argv[0]} failed with exit status {proc.returncode}: "
+                f"{format_command(argv)}\n{proc.stderr.decode(errors='replace').strip()[-2000:]}",
+                "read the command's output above; rerun it by hand to investigate")
+        return proc.stdout
+
     def start(self, argv: Sequence[str | os.PathLike[str]], *,
               env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start argv in a session of its own, so that it can be killed with its children,

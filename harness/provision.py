@@ -113,7 +113,7 @@ def _choose(spec: debian.DebianKernelSpec, apt: archive.PrivateApt,
         version = apt.version(packages.image)
         base = apt.download(packages.base, version, apt.state_dir.parent / "debs")
         options = kconfig.parse(archive.read_member(
-            base, f"usr/lib/modules/{candidate}/config").decode())
+            base, f"usr/lib/modules/{candidate}/config", runner).decode())
         try:
             kconfig.require(options, f"{candidate} from Debian {spec.suite}")
         except KernelConfigError as error:

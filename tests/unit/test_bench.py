@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import bench
+from harness import bench, cli
 from harness.results import TestOutcome
 
 
@@ -53,3 +53,27 @@ def test_read_latency_ratio():
                                        "c_seconds": 0.02}])
     assert lines == ["1-page HMM_DMIRROR_READ [private]: Python 50.0 us/call, C 20.0 us/call, "
                      "ratio 2.50x (1000 calls each)"]
+
+
+@pytest.mark.parametrize(("argv", "problem"), [
+    (["--pairs", "3"], "--pairs needs --reference"),
+    (["--reference", "--pairs", "0"], "--pairs 0: a comparison needs at least one pair"),
+    (["--whole-suite", "--rounds", "0"], "--rounds 0 is not a positive count"),
+    (["--whole-suite", "--reference"], "--whole-suite times the ported suites"),
+    (["--whole-suite", "--startup"], "--whole-suite times the ported suites"),
+])
+def test_bad_bench_options_fail_before_any_build(capsys, tmp_path, monkeypatch, argv, problem):
+    monkeypatch.setenv("HMM_HARNESS_CACHE", str(tmp_path / "cache"))
+    status = cli.main(["bench", "--results", str(tmp_path / "r"), *argv])
+    assert status == cli.EXIT_HARNESS
+    assert problem in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_bench_reference_runs_the_pairs_suite_instead_of_the_c_selftest_after_python():
+    args = cli.build_parser().parse_args(["bench", "--reference", "--pairs", "7"])
+    options = cli.options_from(args)
+    assert options.bench_pairs == 7 and not options.reference
+    assert options.suites == cli.BENCH_PAIRS_SUITES
+    plain = cli.options_from(cli.build_parser().parse_args(["bench"]))
+    assert plain.bench_pairs == 0 and plain.suites == cli.BENCH_SUITES

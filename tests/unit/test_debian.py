@@ -1,8 +1,12 @@
 """Kernel choice and apt configuration, fed with real `apt-cache pkgnames` output from sid."""
 
+import io
+import subprocess
+
 import pytest
 
-from harness import debian
+from harness import archive, debian
+from harness.commands import CommandRunner
 from harness.errors import KernelNotFoundError, UsageError
 
 
@@ -74,3 +78,22 @@ def test_private_apt_config_keeps_state_out_of_the_host():
 
 def test_apt_show_version():
     assert debian.parse_apt_show_version("Package: x\nVersion: 7.2.13-1\nSize: 3\n") == "7.2.13-1"
+
+
+def test_one_file_is_read_from_a_real_deb_and_a_missing_one_is_named(tmp_path):
+    tree = tmp_path / "pkg"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN" / "control").write_text(
+        "Package: hmm-harness-probe\nVersion: 1\nArchitecture: all\n"
+        "Maintainer: nobody <nobody@example.org>\nDescription: a probe\n")
+    config = tree / "usr/lib/modules/7.2.13-probe/config"
+    config.parent.mkdir(parents=True)
+    config.write_text("CONFIG_DEVICE_PRIVATE=y\n")
+    deb = tmp_path / "probe.deb"
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(tree), str(deb)],
+                   check=True, capture_output=True)
+    runner = CommandRunner(log=io.StringIO())
+    assert archive.read_member(deb, "usr/lib/modules/7.2.13-probe/config", runner) == \
+        b"CONFIG_DEVICE_PRIVATE=y\n"
+    with pytest.raises(KernelNotFoundError, match=r"probe\.deb has no usr/lib/modules/x/config"):
+        archive.read_member(deb, "usr/lib/modules/x/config", runner)
