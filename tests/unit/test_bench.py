@@ -1,5 +1,7 @@
 """Benchmark figures, fed with the C selftest's real output from a TCG guest."""
 
+import json
+
 import pytest
 
 from harness import bench, cli
@@ -77,3 +79,44 @@ def test_bench_reference_runs_the_pairs_suite_instead_of_the_c_selftest_after_py
     assert options.suites == cli.BENCH_PAIRS_SUITES
     plain = cli.options_from(cli.build_parser().parse_args(["bench"]))
     assert plain.bench_pairs == 0 and plain.suites == cli.BENCH_SUITES
+
+
+@pytest.fixture
+def pair_measurements(data_dir):
+    """`bench --reference --pairs 5` on 7.2.13 under TCG; pair 1's C table timed out (the host
+    was busy), so only Python's half of it was recorded."""
+    return json.loads((data_dir / "measurements-bench-pairs-private-7.2.json").read_text())
+
+
+def test_pairs_count_only_pairs_both_sides_finished(pair_measurements):
+    rows = bench.paired_ratios(pair_measurements, "private")
+    assert len(rows) == 28  # 7 sizes, with and without THP, both directions
+    assert {len(row.ratios) for row in rows} == {4}
+    assert bench.paired_ratios(pair_measurements, "coherent") == []
+
+
+def test_a_row_shows_the_median_ratio_its_spread_and_what_every_pair_agrees_on(
+        pair_measurements):
+    rows = {(r.size_bytes, r.thp, r.direction): r
+            for r in bench.paired_ratios(pair_measurements, "private")}
+    row = rows[4 * 2**20, False, "s2d"]
+    # Each pair's ratio is C's time over Python's for that pair.
+    assert row.ratios == pytest.approx([1.01, 1.19, 1.05, 1.04], abs=0.005)
+    assert row.median == pytest.approx(1.045, abs=0.005)
+    assert row.finding == "Python faster"
+    assert rows[256 * 2**20, True, "d2s"].finding == "within the spread"
+    small = rows[2**20, True, "d2s"]
+    assert small.spread[1] < 1 and small.finding == "C faster"
+
+
+def test_the_pairs_report_says_how_many_large_rows_reach_the_bar(pair_measurements):
+    text, data = bench.summarize(pair_measurements, [], ["private"])
+    assert "in 4 interleaved pairs" in text
+    assert "2 MiB and more: median Py/C at least 0.95 in 17 of 20 rows" in text
+    assert len(data["pairs"]["private"]) == 28 and data["migration"] == {}
+
+
+def test_fewer_than_three_pairs_claim_nothing(pair_measurements):
+    first_two = [m for m in pair_measurements if m["pair"] in (2, 3)]
+    assert {r.finding for r in bench.paired_ratios(first_two, "private")} == {
+        "too few pairs (fewer than 3)"}
