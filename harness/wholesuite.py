@@ -16,6 +16,8 @@ PORTED_SUITES = ("tests/guest/test_hmm.py", "tests/guest/test_hmm2.py",
 SCRIPT_NAME = "c-selftest.sh"
 TAP_NAME = "c-selftest.tap"
 STATUS_NAME = "c-selftest.status"
+# The guest's uptime when hmm-tests starts and when it ends, one per line.
+TIMES_NAME = "c-selftest.times"
 _RESULT = re.compile(r"^(not ok|ok) \d+ (\S+)(?: # (SKIP|XFAIL|TODO))?")
 
 
@@ -34,8 +36,10 @@ def c_selftest_script(module_params: tuple[str, ...], mode: str) -> str:
         "#!/bin/sh\n"
         "cd /tmp\n"
         f"insmod /hmm/build/test_hmm.ko {params}\n"
+        f"cut -d' ' -f1 /proc/uptime > /hmm/results/{TIMES_NAME}\n"
         f"/hmm/build/hmm-tests {variants} > /hmm/results/{TAP_NAME} 2>&1\n"
         f"echo $? > /hmm/results/{STATUS_NAME}\n"
+        f"cut -d' ' -f1 /proc/uptime >> /hmm/results/{TIMES_NAME}\n"
         "sync\n"
         "exec /bin/busybox poweroff -f\n")
 
@@ -51,28 +55,49 @@ def tap_outcomes(tap: str) -> Counter[str]:
     return counts
 
 
+def uptimes(text: str) -> tuple[float, float] | None:
+    """(hmm-tests started, hmm-tests ended) on the C guest's clock."""
+    values = [float(v) for v in text.split()]
+    return (values[0], values[1]) if len(values) == 2 else None
+
+
 @dataclass(frozen=True)
 class Pair:
     python_seconds: float  # the harness's run, command to exit
     c_seconds: float  # the C selftest's guest, QEMU start to exit
     python_outcomes: dict[str, int]
     c_outcomes: dict[str, int]
+    python_tests_seconds: float  # the guest's uptime from the first test's start to the last result
+    c_tests_seconds: float  # hmm-tests from its start to its end
 
 
 def summarize(pairs: list[Pair]) -> dict[str, Any]:
     python = statistics.median(p.python_seconds for p in pairs)
     c = statistics.median(p.c_seconds for p in pairs)
     ratios = [p.python_seconds / p.c_seconds for p in pairs]
-    lines = [f"{'pair':>4}  {'harness run':>11}  {'C selftest':>10}  {'ratio':>5}  outcomes"]
+    lines = [f"{'pair':>4}  {'harness run':>11}  {'C selftest':>10}  {'ratio':>5}  "
+             f"{'tests alone':>13}  outcomes"]
     for number, pair in enumerate(pairs, start=1):
         lines.append(f"{number:4}  {pair.python_seconds:10.1f}s  {pair.c_seconds:9.1f}s  "
                      f"{pair.python_seconds / pair.c_seconds:5.2f}  "
+                     f"{pair.python_tests_seconds:5.1f}/{pair.c_tests_seconds:5.1f}s  "
                      f"Python {describe(pair.python_outcomes)}; C {describe(pair.c_outcomes)}")
+    python_tests = statistics.median(p.python_tests_seconds for p in pairs)
+    c_tests = statistics.median(p.c_tests_seconds for p in pairs)
     lines.append(f"median: harness run {python:.1f} s, C selftest {c:.1f} s, "
-                 f"{python / c:.2f}x (pairs from {min(ratios):.2f}x to {max(ratios):.2f}x)")
+                 f"{python / c:.2f}x (pairs from {min(ratios):.2f}x to {max(ratios):.2f}x); "
+                 f"the tests alone {python_tests:.1f} s against {c_tests:.1f} s")
     return {"pairs": [asdict(p) for p in pairs], "python_median": python, "c_median": c,
             "ratio_median": python / c, "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "python_tests_median": python_tests, "c_tests_median": c_tests,
             "table": "\n".join(lines)}
+
+
+def tests_span(events: list[dict[str, Any]]) -> float:
+    """The guest's uptime from the first test's start to the last result of a run."""
+    starts = [e["uptime"] for e in events if e.get("event") == "test-start"]
+    ends = [e["uptime"] for e in events if e.get("event") == "test-result"]
+    return max(ends) - min(starts) if starts and ends else 0.0
 
 
 def describe(outcomes: dict[str, int]) -> str:

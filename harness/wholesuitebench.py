@@ -12,44 +12,57 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from harness import qemu, run, startupbench, vm, wholesuite
+from harness import qemu, results, run, startupbench, vm, wholesuite
 from harness.commands import CommandRunner
 from harness.errors import HarnessError
 from harness.progress import Progress
 
 
-def c_selftest_boot(spec: qemu.VmSpec, options: run.RunOptions,
-                    runner: CommandRunner) -> tuple[float, dict[str, int]]:
-    """Boot the C selftest's guest once: its wall time and the outcomes its TAP gives."""
+@dataclass(frozen=True)
+class Side:
+    seconds: float
+    outcomes: dict[str, int]
+    tests_seconds: float
+
+
+def c_selftest_boot(spec: qemu.VmSpec, options: run.RunOptions, runner: CommandRunner,
+                    keep_as: str) -> Side:
+    """Boot the C selftest's guest once; its TAP output is kept as `keep_as`."""
     guest_dir = options.results_dir / "guest"
-    for name in (wholesuite.TAP_NAME, wholesuite.STATUS_NAME):
+    for name in (wholesuite.TAP_NAME, wholesuite.STATUS_NAME, wholesuite.TIMES_NAME):
         (guest_dir / name).unlink(missing_ok=True)
     guest = vm.boot(spec, runner, options.run_timeout, options.test_timeout, lambda event: None)
     if runner.dry_run:
-        return 0.0, {}
+        return Side(0.0, {}, 0.0)
     tap = guest_dir / wholesuite.TAP_NAME
-    if guest.timed_out or guest.returncode != 0 or not tap.exists():
+    times = guest_dir / wholesuite.TIMES_NAME
+    span = wholesuite.uptimes(times.read_text()) if times.exists() else None
+    if guest.timed_out or guest.returncode != 0 or not tap.exists() or span is None:
         raise HarnessError(
             f"the C selftest's guest did not finish (QEMU exit {guest.returncode}"
             f"{', timed out' if guest.timed_out else ''}, "
             f"{'a' if tap.exists() else 'no'} TAP output)", f"see {spec.console_log} and {tap}")
-    return guest.wall_seconds, dict(wholesuite.tap_outcomes(tap.read_text()))
+    outcomes = dict(wholesuite.tap_outcomes(tap.read_text()))
+    tap.rename(guest_dir / keep_as)
+    return Side(guest.wall_seconds, outcomes, span[1] - span[0])
 
 
-def harness_side(options: run.RunOptions, runner: CommandRunner) -> tuple[float, dict[str, int]]:
+def harness_side(options: run.RunOptions, runner: CommandRunner) -> Side:
     status, report, started, ended = startupbench.run_as_a_process(options, runner)
     if status not in (0, 1):
         raise HarnessError(f"the measured run ended with exit {status}, not a verdict",
                            f"see {options.results_dir}")
-    return ended - started, dict(Counter(str(t["outcome"]) for t in report["tests"]))
+    events = results.parse_events((options.results_dir / "events.jsonl").read_text())
+    return Side(ended - started, dict(Counter(str(t["outcome"]) for t in report["tests"])),
+                wholesuite.tests_span(events))
 
 
 def bench_whole_suite(options: run.RunOptions, rounds: int, runner: CommandRunner,
                       progress: Progress) -> dict[str, object]:
     measured = replace(options, suites=wholesuite.PORTED_SUITES, keyword=None, benchmark=False,
-                       resume=False, results_dir=options.results_dir / "run")
+                       resume=False, results_dir=options.results_dir / "run-1")
     run.validate(measured)
     directory = options.results_dir
     c_options = replace(options, results_dir=directory / "c-selftest")
@@ -63,18 +76,22 @@ def bench_whole_suite(options: run.RunOptions, rounds: int, runner: CommandRunne
                              c_options.results_dir / "monitor.sock",
                              extra_kernel_args=(f"hmm_script={wholesuite.SCRIPT_NAME}",))
     if runner.dry_run:
-        c_selftest_boot(spec, c_options, runner)
+        c_selftest_boot(spec, c_options, runner, "")
         runner.announce(" ".join(startupbench.run_argv(measured.results_dir)))
         return {}
     pairs = []
     for number in range(1, rounds + 1):
+        # Every pair's results are kept: run-N/ and c-selftest/guest/c-selftest-N.tap.
+        harness = replace(measured, results_dir=directory / f"run-{number}")
+        tap = f"c-selftest-{number}.tap"
         if number % 2:
-            python = harness_side(measured, runner)
-            c = c_selftest_boot(spec, c_options, runner)
+            python = harness_side(harness, runner)
+            c = c_selftest_boot(spec, c_options, runner, tap)
         else:
-            c = c_selftest_boot(spec, c_options, runner)
-            python = harness_side(measured, runner)
-        pair = wholesuite.Pair(python[0], c[0], python[1], c[1])
+            c = c_selftest_boot(spec, c_options, runner, tap)
+            python = harness_side(harness, runner)
+        pair = wholesuite.Pair(python.seconds, c.seconds, python.outcomes, c.outcomes,
+                               python.tests_seconds, c.tests_seconds)
         pairs.append(pair)
         progress.say(f"pair {number}/{rounds}: harness run {pair.python_seconds:.1f} s "
                      f"({wholesuite.describe(pair.python_outcomes)}), C selftest "
