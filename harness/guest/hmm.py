@@ -746,22 +746,36 @@ def counters_moved(before: Mapping[str, int], after: Mapping[str, int]) -> str:
     return ", ".join(moved) or "none"
 
 
-def _busy_memory_daemons() -> list[str]:
-    busy = []
+def _task_name_and_state(stat_path: str) -> tuple[str, str] | None:
+    try:
+        with open(stat_path) as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    name, _, rest = stat.partition("(")[2].rpartition(")")
+    return name, rest.split()[0]
+
+
+@functools.cache
+def _memory_daemon_stat_paths() -> tuple[str, ...]:
+    """kswapd and kcompactd are kernel threads that live as long as the boot (one per node):
+    found once, as scanning every task under emulation costs tens of milliseconds."""
+    paths = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        name, _, rest = stat.partition("(")[2].rpartition(")")
-        if name.startswith(BACKGROUND_MEMORY_DAEMONS) and rest.split()[0] not in ("S", "I"):
-            busy.append(name)
-    return busy
+        path = f"/proc/{pid}/stat"
+        task = _task_name_and_state(path)
+        if task is not None and task[0].startswith(BACKGROUND_MEMORY_DAEMONS):
+            paths.append(path)
+    return tuple(paths)
+
+
+def _busy_memory_daemons() -> list[str]:
+    tasks = [_task_name_and_state(path) for path in _memory_daemon_stat_paths()]
+    return [task[0] for task in tasks if task is not None and task[1] not in ("S", "I")]
 
 
 def wait_for_memory_daemons_to_settle(timeout: float = 30.0, quiet_samples: int = 4,
-                                      interval: float = 0.05) -> str | None:
+                                      interval: float = 0.025) -> str | None:
     """Wait until kswapd and kcompactd sleep and their counters stay still.
 
     High-order allocations (THPs, test_hmm's PMD-sized backing pages) wake kswapd, which
@@ -827,7 +841,7 @@ def pages_left_behind_explained(dmirror: MirrorDevice, buffer: HmmBuffer) -> Ite
                   if not prot & (Prot.DEV_PRIVATE_LOCAL | Prot.DEV_COHERENT_LOCAL)]
         error.add_note(f"{len(behind)} of {buffer.npages} pages were not migrated; the first: "
                        f"{describe_system_pages(buffer.addr, behind[:8]) or 'none'}")
-        error.add_note(f"reclaim and compaction during the migration: {moved}")
+        error.add_note(f"reclaim and compaction while the block ran: {moved}")
         raise
 
 
