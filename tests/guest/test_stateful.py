@@ -23,21 +23,16 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
-from hypothesis import seed as hypothesis_seed
-from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
 
 from harness.guest import hmm, protocol
 from harness.guest import model as m
 
+# Hypothesis is imported where the machine is built, not at collection: under TCG its import
+# costs every run that collects this file, whichever tests it selects, about a second.
 if TYPE_CHECKING:
+    from hypothesis import strategies as st
+    from hypothesis.stateful import RuleBasedStateMachine
+
     from harness.guest.protocol import Variant
 
 PAGE = hmm.PAGE_SIZE
@@ -368,6 +363,8 @@ def error_name(error: int | None) -> str:
 
 def spans(npages: int) -> st.SearchStrategy[tuple[int, int]]:
     """(first page, count) inside a region; short ranges mostly, the whole region at times."""
+    from hypothesis import strategies as st
+
     short = st.integers(0, npages - 1).flatmap(
         lambda first: st.tuples(st.just(first), st.integers(1, min(npages - first, 8))))
     return st.one_of(short, st.just((0, npages)),
@@ -387,6 +384,9 @@ def machine_class(variant: Variant, regions: Sequence[tuple[str, m.Kind, int]],
                   events: protocol.EventChannel | None = None) -> type[RuleBasedStateMachine]:
     """The state machine. `unsafe` lets it make the calls the model knows crash the kernel
     (to find and reproduce them, `harness reproduce`), instead of steering around them."""
+    from hypothesis import strategies as st
+    from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
     names = [name for name, _, _ in regions]
     numbers = [device_number(p) for p in variant.device_paths]
     coherent = variant.is_coherent
@@ -596,6 +596,10 @@ def test_sequences_match_the_model(variant: Variant, pytestconfig: pytest.Config
     unsafe = bool(pytestconfig.getoption("hmm_stateful_unsafe"))
     machine = machine_class(variant, regions, evict_supported(variant), last, unsafe,
                             harness_events)
+    from hypothesis import HealthCheck, Phase, settings
+    from hypothesis import seed as hypothesis_seed
+    from hypothesis.stateful import run_state_machine_as_test
+
     factory = hypothesis_seed(seed)(machine)
     try:
         run_state_machine_as_test(factory, settings=settings(
