@@ -3,8 +3,8 @@ is judged against them.
 
 A test that goes wrong exactly the way an entry expects becomes `known-failure`: listed, but
 not failing the run. A known issue that passed is `fixed?`, unless the entry says the bug is
-intermittent (a race that most runs miss): then a pass is `not reproduced`, which proves
-nothing. A test that goes wrong another way than its entry says keeps its outcome and fails
+intermittent (a race that most runs miss, or a failure that shows only after certain tests
+ran before it in the boot): then a pass is `not reproduced`, which proves nothing. A test that goes wrong another way than its entry says keeps its outcome and fails
 the run as any failure does.
 """
 
@@ -122,7 +122,8 @@ def _entry(entry: dict[str, Any], where: str) -> KnownIssue:
                "intermittent"}
     if not isinstance(entry.get("intermittent", False), bool):
         raise UsageError(f"{where}: intermittent must be true or false",
-                         "write intermittent = true for a race most runs miss")
+                         "write intermittent = true for a race most runs miss, or for a "
+                         "failure that depends on what ran before it")
     if extra := sorted(set(entry) - allowed):
         raise UsageError(f"{where}: unknown key {', '.join(extra)}",
                          f"known keys: {', '.join(sorted(allowed))}")
