@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from harness.guest import protocol
+
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
-_MARKER = re.compile(r"hmm-harness: (begin|end) (\d+) (\S+)")
+_MARKER = protocol.MARKER_PATTERN
 # First lines of kernel reports that mean the kernel itself went wrong.
 KERNEL_ERROR_PATTERNS = tuple(re.compile(p) for p in (
     r"^WARNING: ",

@@ -22,6 +22,7 @@ from pathlib import Path
 from harness import archive, modinfo, symbolize
 from harness.commands import CommandRunner, require_tool
 from harness.errors import HarnessError, KernelNotFoundError
+from harness.guest import protocol
 from harness.paths import PROJECT_ROOT
 from harness.provision import Kernel
 from harness.results import TestOutcome
@@ -153,13 +154,13 @@ def locate(kernel: Kernel, root: Path, build_dir: Path, extra_kmods: tuple[Path,
     """What can decode the frames of this run's kernel and modules. Fetches Debian's debug
     package only with `fetch_vmlinux` (--debug-symbols)."""
     # test_hmm.c is built in /hmm/build from the kernel's lib/test_hmm.c.
-    info = DebugInfo(prefixes={"/hmm/build/": "lib/"})
+    info = DebugInfo(prefixes={f"{protocol.GUEST_BUILD}/": "lib/"})
     _module(build_dir / "test_hmm.ko", "built from the kernel's lib/test_hmm.c", info)
     for extra in extra_kmods:
         shown = extra.relative_to(PROJECT_ROOT) if extra.is_relative_to(PROJECT_ROOT) else extra
         for ko in sorted((build_dir / "extra" / extra.name).glob("*.ko")):
             _module(ko, f"built from --extra-kmod {shown}", info)
-        info.prefixes[f"/hmm/build/extra/{extra.name}/"] = f"{shown}/"
+        info.prefixes[f"{protocol.GUEST_BUILD}/extra/{extra.name}/"] = f"{shown}/"
     debian_kernel = kernel.modules_dir.is_relative_to(root)
     package = DEBUG_PACKAGE.format(release=kernel.release)
     own = [kernel.modules_dir / "vmlinux", kernel.modules_dir / "build" / "vmlinux"]

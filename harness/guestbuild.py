@@ -80,10 +80,10 @@ def _make_module_argv(kernel: Kernel, root: Path, directory: Path,
                       subdir: str = "") -> list[str]:
     if kernel.host_build is not None:
         return hostbuild.module_make_argv(kernel.host_build, directory / subdir)
-    module_dir = f"/hmm/build/{subdir}".rstrip("/")
+    module_dir = f"{protocol.GUEST_BUILD}/{subdir}".rstrip("/")
     return guestroot.in_root_argv(
         root, ["make", "-C", kernel.headers_in_root, f"M={module_dir}", "modules"],
-        {"/hmm/build": directory})
+        {protocol.GUEST_BUILD: directory})
 
 
 def kernel_compiler(kernel: Kernel) -> str:
@@ -105,8 +105,8 @@ def _selftest_argv(kernel: Kernel, root: Path, directory: Path) -> list[str]:
     cc = kernel_compiler(kernel)
     return guestroot.in_root_argv(
         root, [cc, "-O2", "-I.", "-Itools/testing/selftests", "-Itools/testing/selftests/mm",
-               *SELFTEST_SOURCES, "-lpthread", "-o", "/hmm/build/hmm-tests"],
-        {"/hmm/build": directory, "/hmm/src": kernel.source_dir}, cwd="/hmm/src")
+               *SELFTEST_SOURCES, "-lpthread", "-o", protocol.HMM_TESTS],
+        {protocol.GUEST_BUILD: directory, "/hmm/src": kernel.source_dir}, cwd="/hmm/src")
 
 
 READ_LATENCY_SOURCE = PROJECT_ROOT / "harness" / "guest" / "read_latency.c"
@@ -114,31 +114,34 @@ READ_LATENCY_SOURCE = PROJECT_ROOT / "harness" / "guest" / "read_latency.c"
 
 def _read_latency_argv(kernel: Kernel, root: Path, directory: Path) -> list[str]:
     cc = kernel_compiler(kernel)
+    build, project = protocol.GUEST_BUILD, protocol.GUEST_PROJECT
     return guestroot.in_root_argv(
-        root, [cc, "-O2", "-Wall", "-I/hmm/build", "/hmm/project/harness/guest/read_latency.c",
-               "-o", "/hmm/build/read-latency"],
-        {"/hmm/build": directory, "/hmm/project": PROJECT_ROOT})
+        root, [cc, "-O2", "-Wall", f"-I{build}", f"{project}/harness/guest/read_latency.c",
+               "-o", f"{build}/read-latency"],
+        {build: directory, project: PROJECT_ROOT})
 
 
 def _cffi_argv(kernel: Kernel, root: Path, directory: Path) -> list[str]:
     cc = kernel_compiler(kernel)
+    build, project = protocol.GUEST_BUILD, protocol.GUEST_PROJECT
     return guestroot.in_root_argv(
-        root, ["env", f"CC={cc}", "python3", "/hmm/project/harness/guest/uapi_build.py",
-               "--header", "/hmm/build/test_hmm_uapi.h", "--outdir", "/hmm/build"],
-        {"/hmm/build": directory, "/hmm/project": PROJECT_ROOT})
+        root, ["env", f"CC={cc}", "python3", f"{project}/harness/guest/uapi_build.py",
+               "--header", f"{build}/test_hmm_uapi.h", "--outdir", build],
+        {build: directory, project: PROJECT_ROOT})
 
 
 def precompile_argv(root: Path, build_dir: Path, suites: tuple[str, ...]) -> list[str]:
     """Collect the suites once in the guest root, natively, so the guest finds the project's
     bytecode and pytest's rewritten test modules in __pycache__ (the project share is
     read-only to the guest, and compiling them under TCG costs seconds on every boot)."""
+    build, project = protocol.GUEST_BUILD, protocol.GUEST_PROJECT
     return guestroot.in_root_argv(
-        root, ["env", "PYTHONPATH=/hmm/project:/hmm/build", "python3", "-m", "pytest",
-               "-p", "harness.guest.plugin", "-c", "/hmm/project/tests/guest/pytest.ini",
-               "--rootdir", "/hmm/project", *protocol.PYTEST_PLUGIN_OPTIONS, "--hmm-no-load",
+        root, ["env", f"PYTHONPATH={project}:{build}", "python3", "-m", "pytest",
+               "-p", "harness.guest.plugin", "-c", f"{project}/tests/guest/pytest.ini",
+               "--rootdir", project, *protocol.PYTEST_PLUGIN_OPTIONS, "--hmm-no-load",
                "--hmm-events=/dev/null", "--collect-only", "-q",
-               *[f"/hmm/project/{suite}" for suite in suites]],
-        {"/hmm/project": PROJECT_ROOT, "/hmm/build": build_dir}, cwd="/tmp")
+               *[f"{project}/{suite}" for suite in suites]],
+        {project: PROJECT_ROOT, build: build_dir}, cwd="/tmp")
 
 
 def _announce_build(kernel: Kernel, root: Path, directory: Path, runner: CommandRunner) -> None:

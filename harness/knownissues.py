@@ -4,8 +4,9 @@ is judged against them.
 A test that goes wrong exactly the way an entry expects becomes `known-failure`: listed, but
 not failing the run. A known issue that passed is `fixed?`, unless the entry says the bug is
 intermittent (a race that most runs miss, or a failure that shows only after certain tests
-ran before it in the boot): then a pass is `not reproduced`, which proves nothing. A test that goes wrong another way than its entry says keeps its outcome and fails
-the run as any failure does.
+ran before it in the boot): then a pass is `not reproduced`, which proves nothing. A test
+that goes wrong another way than its entry says keeps its outcome and fails the run as any
+failure does.
 """
 
 from __future__ import annotations

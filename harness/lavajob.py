@@ -17,13 +17,14 @@ from urllib.parse import urlsplit
 
 from harness import qemu
 from harness.errors import UsageError
+from harness.guest import protocol
 
 # The artefacts of a job, as named in its output directory and under --artifact-url.
 KERNEL, RAMDISK, ROOTFS, MODULE = "vmlinuz", "initramfs.cpio.gz", "rootfs.squashfs", "test_hmm.ko"
 ARTIFACTS = (KERNEL, RAMDISK, ROOTFS, MODULE)
 # Where the LAVA initramfs expects test_hmm.ko, which LAVA adds to it as an overlay; the
 # initramfs init copies it beside the rest of the build in the guest root.
-MODULE_PATH_IN_RAMDISK = "/hmm/build/test_hmm.ko"
+MODULE_PATH_IN_RAMDISK = protocol.MODULE_PATH
 # The prompt of the root shell the LAVA initramfs leaves on the console.
 SHELL_PROMPT = "hmm-harness-lava# "
 TEST_DEFINITION = "hmm"
@@ -140,7 +141,7 @@ def build_job(options: LavaJobOptions, sha256: dict[str, str] | None = None) -> 
     }
     if not options.kvm:
         context["no_kvm"] = "True"
-    steps = ["cd /hmm/project", shlex.join(runner_argv(options))]
+    steps = [f"cd {protocol.GUEST_PROJECT}", shlex.join(runner_argv(options))]
     definition = {
         "metadata": {"format": "Lava-Test Test Definition 1.0", "name": TEST_DEFINITION,
                      "description": "the HMM suites of hmm-harness against test_hmm"},

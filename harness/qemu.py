@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-EVENTS_PORT = "org.hmm_harness.events"
+from harness.guest import protocol
+
+EVENTS_PORT = protocol.EVENTS_PORT_NAME
 
 # Guest-physical layout for device-coherent memory. QEMU's pc machine puts RAM above 3.5 GiB
 # at 4 GiB, so with enough memory [4 GiB, 4.5 GiB) is ordinary RAM that `memmap=...%...+...`

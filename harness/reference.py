@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from harness.guest import protocol
 from harness.results import TestOutcome
 
-C_PREFIX = "c:"
+C_PREFIX = protocol.C_NODEID_PREFIX
 _PY_NODEID = re.compile(r"^(?:.*/)?test_(\w+?)\.py::test_(\w+)\[(\w+)\]$")
 
 

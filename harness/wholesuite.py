@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.guest import protocol
+
 # The suites that port hmm-tests.c case for case; the others have no C twin.
 PORTED_SUITES = ("tests/guest/test_hmm.py", "tests/guest/test_hmm2.py",
                  "tests/guest/test_hmm_benchmark.py")
@@ -32,14 +34,15 @@ def c_selftest_script(module_params: tuple[str, ...], mode: str) -> str:
     The guest root's shell is PID 1 here; the initramfs mounted everything."""
     variants = " ".join(f"-v {v}" for v in selftest_variants(mode))
     params = " ".join(shlex.quote(p) for p in module_params)
+    results = protocol.GUEST_RESULTS
     return (
         "#!/bin/sh\n"
         "cd /tmp\n"
-        f"insmod /hmm/build/test_hmm.ko {params}\n"
-        f"cut -d' ' -f1 /proc/uptime > /hmm/results/{TIMES_NAME}\n"
-        f"/hmm/build/hmm-tests {variants} > /hmm/results/{TAP_NAME} 2>&1\n"
-        f"echo $? > /hmm/results/{STATUS_NAME}\n"
-        f"cut -d' ' -f1 /proc/uptime >> /hmm/results/{TIMES_NAME}\n"
+        f"insmod {protocol.MODULE_PATH} {params}\n"
+        f"cut -d' ' -f1 /proc/uptime > {results}/{TIMES_NAME}\n"
+        f"{protocol.HMM_TESTS} {variants} > {results}/{TAP_NAME} 2>&1\n"
+        f"echo $? > {results}/{STATUS_NAME}\n"
+        f"cut -d' ' -f1 /proc/uptime >> {results}/{TIMES_NAME}\n"
         "sync\n"
         "exec /bin/busybox poweroff -f\n")
 

@@ -10,7 +10,9 @@ import re
 import subprocess
 from types import TracebackType
 
-MODULE_DIR = "/hmm/build/extra/hmm_faults"
+from harness.guest import protocol
+
+MODULE_DIR = f"{protocol.GUEST_BUILD}/extra/hmm_faults"
 DEVICE = "/dev/hmm_faults"
 
 

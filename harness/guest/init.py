@@ -7,6 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+# Before the project's own imports; protocol.GUEST_PROJECT names the same share.
 sys.path.insert(0, "/hmm/project")
 
 from harness.guest import kernelsettings, protocol
@@ -38,7 +39,8 @@ def pytest_argv(plan: dict[str, Any]) -> list[str]:
 
 def pytest_args(plan: dict[str, Any]) -> list[str]:
     argv = ["-p", "harness.guest.plugin",
-            "-c", "/hmm/project/tests/guest/pytest.ini", "--rootdir", "/hmm/project",
+            "-c", f"{protocol.GUEST_PROJECT}/tests/guest/pytest.ini",
+            "--rootdir", protocol.GUEST_PROJECT,
             *protocol.PYTEST_PLUGIN_OPTIONS, "-rfEs",
             f"--hmm-mode={plan['mode']}",
             f"--timeout={plan['test_timeout']}",
@@ -64,7 +66,7 @@ def pytest_args(plan: dict[str, Any]) -> list[str]:
     argv += [f"--deselect={nodeid}" for nodeid in plan.get("deselect", [])]
     if plan.get("keyword"):
         argv += ["-k", str(plan["keyword"])]
-    argv += [f"/hmm/project/{path}" for path in plan["suites"]]
+    argv += [f"{protocol.GUEST_PROJECT}/{path}" for path in plan["suites"]]
     return argv
 
 
@@ -101,7 +103,7 @@ def run(events: protocol.EventChannel) -> int:
     with open(protocol.PLAN_FILE) as f:
         plan = json.load(f)
     # Bytecode comes precompiled from the host; the guest can write none (read-only share).
-    env = {**os.environ, "PYTHON_COLORS": "0", "PYTHONPATH": "/hmm/project:/hmm/build",
+    env = {**os.environ, "PYTHON_COLORS": "0", "PYTHONPATH": protocol.GUEST_PYTHONPATH,
            "PYTHONDONTWRITEBYTECODE": "1",
            "HOME": "/root", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": "/tmp",
            protocol.EVENTS_FD_VARIABLE: str(events.fileno())}

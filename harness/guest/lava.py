@@ -105,7 +105,7 @@ def main(argv: list[str]) -> int:
             "suites": args.suites, "round": 1}
     kernel_log = KernelLog()
     read_end, write_end = os.pipe()
-    env = {**os.environ, "PYTHON_COLORS": "0", "PYTHONPATH": "/hmm/project:/hmm/build",
+    env = {**os.environ, "PYTHON_COLORS": "0", "PYTHONPATH": protocol.GUEST_PYTHONPATH,
            protocol.EVENTS_FD_VARIABLE: str(write_end)}
     # pytest's own output goes to the console, so LAVA's log holds it.
     pytest = subprocess.Popen(init.pytest_argv(plan), env=env, cwd="/tmp",

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from harness import bench
-from harness.guest import hmm
+from harness.guest import hmm, protocol
 from harness.guest.hmm import PAGE_SIZE, HmmBuffer, int_sequence
 
 # The buffer sizes of hmm-tests' benchmark_thp_migration, as multiples of the PMD size.
@@ -16,7 +16,6 @@ SIZE_FACTORS = {"Small Buffer": 0.25, "Half THP Size": 0.5, "Single THP Size": 1
                 "Two THP Size": 2, "Four THP Size": 4, "Eight THP Size": 8,
                 "One twenty eight THP Size": 128}
 ITERATIONS = 5  # as the selftest's
-HMM_TESTS = "/hmm/build/hmm-tests"
 
 
 def settle(when: str) -> None:
@@ -73,7 +72,7 @@ def python_figures(dmirror: hmm.MirrorDevice, thp_size: int) -> list[bench.Figur
 def c_figures(variant_name: str, timeout: float) -> list[bench.Figure]:
     """The same table from hmm-tests' own benchmark_thp_migration, on the variant's device."""
     case = f"hmm.hmm_device_{variant_name}.benchmark_thp_migration"
-    done = subprocess.run([HMM_TESTS, "-r", case], capture_output=True, text=True,
+    done = subprocess.run([protocol.HMM_TESTS, "-r", case], capture_output=True, text=True,
                           timeout=timeout, cwd="/tmp")
     figures = bench.parse_c_benchmark(done.stdout)
     if done.returncode != 0 or not figures:

@@ -20,7 +20,7 @@ import pytest
 
 from harness.guest import protocol, shard
 
-MODULE_PATH = "/hmm/build/test_hmm.ko"
+MODULE_PATH = protocol.MODULE_PATH
 DEVICE_WAIT_SECONDS = 60.0
 
 

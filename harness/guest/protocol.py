@@ -14,12 +14,22 @@ import time
 from typing import Any, NamedTuple
 
 EVENTS_PORT_NAME = "org.hmm_harness.events"
-PLAN_FILE = "/hmm/results/plan.json"
-# Every test the suites hold, written by the plugin for the C reference runner.
-SUITE_FILE = "/tmp/hmm-harness-suite.json"
+# Where the guest finds the host's shares (and a host run's pytest finds the project).
 GUEST_RESULTS = "/hmm/results"
 GUEST_PROJECT = "/hmm/project"
+GUEST_BUILD = "/hmm/build"  # test_hmm.ko, the cffi binding, hmm-tests, extra modules
+PLAN_FILE = f"{GUEST_RESULTS}/plan.json"
+MODULE_PATH = f"{GUEST_BUILD}/test_hmm.ko"
+# The suites import the project's packages and the cffi binding built beside test_hmm.
+GUEST_PYTHONPATH = f"{GUEST_PROJECT}:{GUEST_BUILD}"
+HMM_TESTS = f"{GUEST_BUILD}/hmm-tests"  # the kernel's C selftest
+# Every test the suites hold, written by the plugin for the C reference runner.
+SUITE_FILE = "/tmp/hmm-harness-suite.json"
 MARKER_PREFIX = "hmm-harness:"
+# (begin|end, seq, nodeid) of a test's marker in the kernel log.
+MARKER_PATTERN = re.compile(rf"{MARKER_PREFIX} (begin|end) (\d+) (\S+)")
+# The nodeids of the C selftest's cases run beside the suites: c:FIXTURE.VARIANT.TEST.
+C_NODEID_PREFIX = "c:"
 
 
 # --repeat N: each test runs N times in one boot, as parameter `repeatK` of this fixture.

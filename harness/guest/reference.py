@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from harness import reference
 from harness.guest import protocol
 
-HMM_TESTS = "/hmm/build/hmm-tests"
-NODEID_PREFIX = "c:"
+HMM_TESTS = protocol.HMM_TESTS
+NODEID_PREFIX = protocol.C_NODEID_PREFIX
 # Markers need distinct sequence numbers from the pytest plugin's.
 FIRST_SEQ = 100000
 KSFT_SKIP = 4

@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from harness.guest import hmm
+from harness.guest import hmm, protocol
 from harness.guest.hmm import PAGE_SIZE, HmmBuffer, Prot, Transfer
 
 if TYPE_CHECKING:
     from harness.guest.protocol import Variant
 
 IOCTL = "HMM_DMIRROR_EVICT_PFNS"
-BUILD_RECORD = "/hmm/build/kmodext.json"
+BUILD_RECORD = f"{protocol.GUEST_BUILD}/kmodext.json"
 CHUNK_PAGES = (256 << 20) // PAGE_SIZE  # DEVMEM_CHUNK_SIZE
 RACE_SECONDS = 5.0
 JOIN_SECONDS = 60.0

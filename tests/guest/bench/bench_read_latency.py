@@ -11,11 +11,12 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from harness.guest import protocol
 from harness.guest.hmm import PAGE_SIZE, HmmBuffer, MirrorDevice
 from harness.guest.protocol import Variant
 
 CALLS = 20000
-READ_LATENCY = "/hmm/build/read-latency"
+READ_LATENCY = f"{protocol.GUEST_BUILD}/read-latency"
 
 
 def test_read_latency(variant: Variant, record_measurement: Callable[..., None]) -> None:
