@@ -205,7 +205,8 @@ def summarize(measurements: list[dict[str, Any]], c_cases: list[Any],
         if paired := paired_ratios(measurements, variant):
             pairs = len(paired[0].ratios)
             text.append(f"THP migration throughput [{variant}], Python against C in {pairs} "
-                        "interleaved pairs (median of the pairs, the spread of their ratios):")
+                        f"interleaved pair{'' if pairs == 1 else 's'} (median of the pairs, "
+                        "the spread of their ratios):")
             text.append(paired_table(paired))
             text.append(target_line(paired))
             data.setdefault("pairs", {})[variant] = [
