@@ -54,3 +54,9 @@ def test_the_tests_span_runs_from_the_first_start_to_the_last_result():
               {"event": "test-start", "uptime": 7.4}, {"event": "test-result", "uptime": 60.2}]
     assert wholesuite.tests_span(events) == pytest.approx(53.1)
     assert wholesuite.tests_span([]) == 0.0
+
+
+def test_a_pair_whose_harness_run_needed_a_second_boot_says_so():
+    pair = wholesuite.Pair(70.0, 52.0, {"passed": 37}, {"passed": 37}, 51.0, 47.0,
+                           python_boots=2)
+    assert "(2 boots for the harness's run)" in wholesuite.summarize([pair])["table"]
