@@ -144,12 +144,17 @@ def precompile_argv(root: Path, build_dir: Path, suites: tuple[str, ...]) -> lis
         {project: PROJECT_ROOT, build: build_dir}, cwd="/tmp")
 
 
-def _announce_build(kernel: Kernel, root: Path, directory: Path, runner: CommandRunner) -> None:
+def _announce_build(kernel: Kernel, root: Path, directory: Path, runner: CommandRunner,
+                    extra_modules: tuple[Path, ...]) -> None:
+    """What build_for_guest runs, for --dry-run: the same command builders, in its order."""
     runner.announce(f"# copy lib/test_hmm.c, lib/test_hmm_uapi.h and kmod/Makefile into "
                     f"{directory}")
     runner.announce(f"# if the headers' migrate.h declares {kmodext.EXPECTED_PROTOTYPE}: hook "
                     f"kmod/test_hmm_evict.c into them; say so in {directory}/{kmodext.RECORD_NAME}")
     runner.run(_make_module_argv(kernel, root, directory))
+    for extra in extra_modules:
+        runner.announce(f"# copy {extra} into {directory}/extra/{extra.name}")
+        runner.run(_make_module_argv(kernel, root, directory, f"extra/{extra.name}"))
     runner.run(_cffi_argv(kernel, root, directory))
     runner.run(_selftest_argv(kernel, root, directory))
     runner.run(_read_latency_argv(kernel, root, directory))
@@ -170,7 +175,7 @@ def build_for_guest(kernel: Kernel, root: Path, cache_dir: Path, runner: Command
                        uapi_header=directory / "test_hmm_uapi.h",
                        initramfs=directory / "initramfs.img")
     if runner.dry_run:
-        _announce_build(kernel, root, directory, runner)
+        _announce_build(kernel, root, directory, runner, extra_modules)
     elif not (directory / ".complete").exists():
         staging = directory.with_name(directory.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)

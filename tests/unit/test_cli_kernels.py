@@ -3,6 +3,7 @@ naming the problem and the fix, before anything is downloaded or built; --dry-ru
 source tree is configured and built."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,15 @@ def test_dry_run_configures_and_builds_a_tree_out_of_tree(capsys, tmp_path, tree
     assert "KCONFIG_ALLCONFIG=" in err and "allnoconfig" in err and "bzImage modules" in err
     assert "'CC=ccache gcc'" in err or "CC=gcc" in err
     assert "M=" in err  # test_hmm is built on the host against the build directory
+
+
+def test_dry_run_shows_the_extra_modules_build_as_the_build_does(capsys, tmp_path, tree):
+    if subprocess.run(["which", "flex", "bison", "bc"], capture_output=True).returncode:
+        pytest.skip("kernel build tools not installed")
+    extra = Path(__file__).parents[1] / "kmod" / "hmm_faults"
+    status, err = _main(capsys, "run", "--dry-run", "--results", str(tmp_path / "r"),
+                        "--kernel", str(tree), "--extra-kmod", str(extra))
+    assert status == cli.EXIT_PASSED, err
+    copy = next(line for line in err.splitlines() if line.startswith(f"$ # copy {extra} into "))
+    staged = copy.rsplit(" into ", 1)[1]
+    assert f"M={staged}" in err or f"M='{staged}'" in err, err[-3000:]
