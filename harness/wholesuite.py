@@ -73,6 +73,7 @@ class Pair:
     python_tests_seconds: float  # the guest's uptime from the first test's start to the last result
     c_tests_seconds: float  # hmm-tests from its start to its end
     python_boots: int = 1  # more than one: a guest died before user space and was booted again
+    c_boots: int = 1
 
 
 def summarize(pairs: list[Pair]) -> dict[str, Any]:
@@ -87,7 +88,9 @@ def summarize(pairs: list[Pair]) -> dict[str, Any]:
                      f"{pair.python_tests_seconds:5.1f}/{pair.c_tests_seconds:5.1f}s  "
                      f"Python {describe(pair.python_outcomes)}; C {describe(pair.c_outcomes)}"
                      + (f" ({pair.python_boots} boots for the harness's run)"
-                        if pair.python_boots > 1 else ""))
+                        if pair.python_boots > 1 else "")
+                     + (f" ({pair.c_boots} boots for the C selftest)"
+                        if pair.c_boots > 1 else ""))
     python_tests = statistics.median(p.python_tests_seconds for p in pairs)
     c_tests = statistics.median(p.c_tests_seconds for p in pairs)
     lines.append(f"median: harness run {python:.1f} s, C selftest {c:.1f} s, "

@@ -50,7 +50,7 @@ def migrate_both_ways(dmirror: hmm.MirrorDevice, size: int, use_thp: bool,
     return to_device / iterations, to_system / iterations
 
 
-def python_figures(dmirror: hmm.MirrorDevice, thp_size: int) -> list[bench.Figure]:
+def python_table(dmirror: hmm.MirrorDevice, thp_size: int) -> list[bench.Figure]:
     """The whole table, printed as it goes, in the selftest's order (THP first)."""
     figures = []
     print(f"\nHMM THP Migration Benchmark (page size {PAGE_SIZE})")
@@ -69,7 +69,7 @@ def python_figures(dmirror: hmm.MirrorDevice, thp_size: int) -> list[bench.Figur
     return figures
 
 
-def c_figures(variant_name: str, timeout: float) -> list[bench.Figure]:
+def c_table(variant_name: str, timeout: float) -> list[bench.Figure]:
     """The same table from hmm-tests' own benchmark_thp_migration, on the variant's device."""
     case = f"hmm.hmm_device_{variant_name}.benchmark_thp_migration"
     done = subprocess.run([protocol.HMM_TESTS, "-r", case], capture_output=True, text=True,

@@ -94,7 +94,9 @@ def uevent_socket_class() -> Any:
     return UeventSocket
 
 
-def load_module(params: list[str], mode: str, module: str = MODULE_PATH) -> None:
+def load_module(params: list[str], mode: str, module: str | None = None) -> None:
+    """insmod test_hmm (`module`, else the harness's build of it) and wait for its devices."""
+    module = module or MODULE_PATH
     sock = uevent_socket_class()()
     sock.bind()
     try:
@@ -126,7 +128,7 @@ class HarnessReporter:
         if self.config.getoption("hmm_no_load"):
             return
         try:
-            load_module(params, mode, self.config.getoption("hmm_module") or MODULE_PATH)
+            load_module(params, mode, self.config.getoption("hmm_module"))
         except ModuleSetupError as error:
             self.events.send("setup-error", message=str(error))
             raise pytest.UsageError(str(error)) from error

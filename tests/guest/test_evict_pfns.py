@@ -864,7 +864,7 @@ def test_unload_with_resident_pages(variant: Variant, request: pytest.FixtureReq
     session's parameters. test_hmm evicts on every release and rmmod needs every file
     closed, so the release's eviction is the one that brings the pages back; the unload must
     then find nothing to lose. Later cases find the module loaded again."""
-    from harness.guest.plugin import MODULE_PATH, load_module
+    from harness.guest.plugin import load_module
 
     config = request.config
     module = config.getoption("hmm_module")
@@ -897,7 +897,7 @@ def test_unload_with_resident_pages(variant: Variant, request: pytest.FixtureReq
             finally:
                 if not module_loaded():
                     load_module(config.getoption("hmm_module_param"),
-                                config.getoption("hmm_mode"), module or MODULE_PATH)
+                                config.getoption("hmm_mode"), module)
             with hmm.MirrorDevice(variant.device_paths[0]) as again:
                 check_places(again, buffer, lambda _: Prot.READ, "after the reload")
         except BaseException:

@@ -19,7 +19,7 @@ def test_benchmark_thp_migration(
         dmirror: hmm.MirrorDevice, thp_size: int,
         record_testsuite_property: Callable[[str, object], None],
         record_measurement: Callable[..., None]) -> None:
-    figures = migrationbench.python_figures(dmirror, thp_size)
+    figures = migrationbench.python_table(dmirror, thp_size)
     gbps = {(f.label, f.direction, f.thp): f.gbps for f in figures}
     for figure in figures:
         record_measurement(kind="thp_migration", **migrationbench.as_measurement(figure))

@@ -56,7 +56,10 @@ def test_the_tests_span_runs_from_the_first_start_to_the_last_result():
     assert wholesuite.tests_span([]) == 0.0
 
 
-def test_a_pair_whose_harness_run_needed_a_second_boot_says_so():
+def test_a_pair_whose_runs_needed_a_second_boot_says_so():
     pair = wholesuite.Pair(70.0, 52.0, {"passed": 37}, {"passed": 37}, 51.0, 47.0,
                            python_boots=2)
-    assert "(2 boots for the harness's run)" in wholesuite.summarize([pair])["table"]
+    table = wholesuite.summarize([pair])["table"]
+    assert "(2 boots for the harness's run)" in table and "C selftest)" not in table
+    pair = wholesuite.Pair(60.0, 58.0, {"passed": 37}, {"passed": 37}, 51.0, 47.0, c_boots=2)
+    assert "(2 boots for the C selftest)" in wholesuite.summarize([pair])["table"]

@@ -31,8 +31,8 @@ def test_migration_pair(variant: Variant, dmirror: hmm.MirrorDevice, thp_size: i
                         record_measurement: Callable[..., None]) -> None:
     sides = ("python", "c") if pair % 2 else ("c", "python")
     for side in sides:
-        figures = (migrationbench.python_figures(dmirror, thp_size) if side == "python"
-                   else migrationbench.c_figures(variant.name, timeout=600))
+        figures = (migrationbench.python_table(dmirror, thp_size) if side == "python"
+                   else migrationbench.c_table(variant.name, timeout=600))
         for figure in figures:
             record_measurement(kind="thp_migration_pair", variant=variant.name, pair=pair,
                                side=side, **migrationbench.as_measurement(figure))
