@@ -136,11 +136,21 @@ class PairedRatio:
 
     @property
     def spread(self) -> tuple[float, float]:
+        """The middle half of the pairs' ratios (quartiles): a pair that ran while the host
+        was busy moves the extremes, not this."""
+        if len(self.ratios) < 2:
+            return self.extremes
+        first, _, third = statistics.quantiles(self.ratios, n=4, method="inclusive")
+        return first, third
+
+    @property
+    def extremes(self) -> tuple[float, float]:
         return min(self.ratios), max(self.ratios)
 
     @property
     def finding(self) -> str:
-        """What the pairs show: a side faster in every pair, or no difference they can tell."""
+        """What the pairs show: a side faster in the middle half of them, or no difference
+        they can tell."""
         if len(self.ratios) < MIN_PAIRS_FOR_A_FINDING:
             return f"too few pairs (fewer than {MIN_PAIRS_FOR_A_FINDING})"
         low, high = self.spread
@@ -173,13 +183,13 @@ def paired_ratios(measurements: list[dict[str, Any]], variant: str) -> list[Pair
 
 def paired_table(rows: list[PairedRatio]) -> str:
     lines = [f"{'buffer':>10}  {'THP':3}  {'dir':3}  {'Python GB/s':>11}  {'C GB/s':>8}  "
-             f"{'Py/C':>5}  {'min-max':>11}  finding"]
+             f"{'Py/C':>5}  {'quartiles':>11}  {'min-max':>11}  finding"]
     for row in rows:
-        low, high = row.spread
+        (low, high), (least, most) = row.spread, row.extremes
         lines.append(f"{row.size_bytes / 2**20:8.1f}MB  {'yes' if row.thp else 'no':3}  "
                      f"{row.direction:3}  {statistics.median(row.python_gbps):11.3f}  "
                      f"{statistics.median(row.c_gbps):8.3f}  {row.median:5.2f}  "
-                     f"{low:5.2f}-{high:<5.2f}  {row.finding}")
+                     f"{low:5.2f}-{high:<5.2f}  {least:5.2f}-{most:<5.2f}  {row.finding}")
     return "\n".join(lines)
 
 
@@ -191,7 +201,7 @@ def target_line(rows: list[PairedRatio]) -> str:
     worst = min(large, key=lambda r: r.median)
     return (f"{TARGET_MIN_BYTES // 2**20} MiB and more: median Py/C at least {TARGET_RATIO} in "
             f"{len(met)} of {len(large)} rows; the lowest {worst.median:.2f} "
-            f"(min-max {worst.spread[0]:.2f}-{worst.spread[1]:.2f}, "
+            f"(quartiles {worst.spread[0]:.2f}-{worst.spread[1]:.2f}, "
             f"{worst.size_bytes / 2**20:.1f} MB, THP {'yes' if worst.thp else 'no'}, "
             f"{worst.direction})")
 
@@ -205,15 +215,18 @@ def summarize(measurements: list[dict[str, Any]], c_cases: list[Any],
         if paired := paired_ratios(measurements, variant):
             pairs = len(paired[0].ratios)
             text.append(f"THP migration throughput [{variant}], Python against C in {pairs} "
-                        f"interleaved pair{'' if pairs == 1 else 's'} (median of the pairs, "
-                        "the spread of their ratios):")
+                        f"interleaved pair{'' if pairs == 1 else 's'} (the median of the "
+                        "pairs' ratios, their quartiles and extremes; a finding where the "
+                        "middle half of the pairs agree):")
             text.append(paired_table(paired))
             text.append(target_line(paired))
             data.setdefault("pairs", {})[variant] = [
                 {"label": r.label, "size_bytes": r.size_bytes, "thp": r.thp,
                  "direction": r.direction, "python_gbps": list(r.python_gbps),
                  "c_gbps": list(r.c_gbps), "ratios": r.ratios, "median_ratio": r.median,
-                 "min_ratio": r.spread[0], "max_ratio": r.spread[1], "finding": r.finding}
+                 "first_quartile_ratio": r.spread[0], "third_quartile_ratio": r.spread[1],
+                 "min_ratio": r.extremes[0], "max_ratio": r.extremes[1],
+                 "finding": r.finding}
                 for r in paired]
             continue
         rows = compare(python_figures(measurements, variant), c_figures(c_cases, variant))

@@ -120,3 +120,20 @@ def test_fewer_than_three_pairs_claim_nothing(pair_measurements):
     first_two = [m for m in pair_measurements if m["pair"] in (2, 3)]
     assert {r.finding for r in bench.paired_ratios(first_two, "private")} == {
         "too few pairs (fewer than 3)"}
+
+
+def test_the_spread_is_the_middle_half_of_the_pairs_so_one_busy_pair_does_not_hide_a_gap(
+        data_dir):
+    """10 pairs on 7.2.13; pairs 8 and 9 ran while the host was busy (ratios down to 0.5)."""
+    measurements = json.loads(
+        (data_dir / "measurements-bench-pairs10-private-7.2.json").read_text())
+    rows = {(r.size_bytes, r.thp, r.direction): r
+            for r in bench.paired_ratios(measurements, "private")}
+    row = rows[8 * 2**20, False, "s2d"]
+    assert len(row.ratios) == 10
+    assert row.extremes == pytest.approx((0.886, 1.107), abs=0.001)
+    assert row.spread == pytest.approx((0.964, 0.992), abs=0.001)
+    assert row.finding == "C faster"
+    assert rows[256 * 2**20, False, "s2d"].finding == "within the spread"
+    assert "the lowest 0.93 (quartiles 0.74-0.95, 2.0 MB, THP yes, d2s)" in bench.target_line(
+        list(rows.values()))
