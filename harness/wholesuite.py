@@ -3,24 +3,21 @@ guest (`bench --whole-suite`): the C guest's init script, what its TAP says, the
 
 from __future__ import annotations
 
-import re
 import shlex
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.guest import protocol
+from harness.guest import protocol, reference
 
 # The suites that port hmm-tests.c case for case; the others have no C twin.
 PORTED_SUITES = ("tests/guest/test_hmm.py", "tests/guest/test_hmm2.py",
                  "tests/guest/test_hmm_benchmark.py")
 SCRIPT_NAME = "c-selftest.sh"
 TAP_NAME = "c-selftest.tap"
-STATUS_NAME = "c-selftest.status"
 # The guest's uptime when hmm-tests starts and when it ends, one per line.
 TIMES_NAME = "c-selftest.times"
-_RESULT = re.compile(r"^(not ok|ok) \d+ (\S+)(?: # (SKIP|XFAIL|TODO))?")
 
 
 def selftest_variants(mode: str) -> list[str]:
@@ -41,7 +38,6 @@ def c_selftest_script(module_params: tuple[str, ...], mode: str) -> str:
         f"insmod {protocol.MODULE_PATH} {params}\n"
         f"cut -d' ' -f1 /proc/uptime > {results}/{TIMES_NAME}\n"
         f"{protocol.HMM_TESTS} {variants} > {results}/{TAP_NAME} 2>&1\n"
-        f"echo $? > {results}/{STATUS_NAME}\n"
         f"cut -d' ' -f1 /proc/uptime >> {results}/{TIMES_NAME}\n"
         "sync\n"
         "exec /bin/busybox poweroff -f\n")
@@ -49,13 +45,8 @@ def c_selftest_script(module_params: tuple[str, ...], mode: str) -> str:
 
 def tap_outcomes(tap: str) -> Counter[str]:
     """passed / failed / skipped, counted from hmm-tests' result lines."""
-    counts: Counter[str] = Counter()
-    for line in tap.splitlines():
-        if match := _RESULT.match(line.strip()):
-            verdict, _, directive = match.groups()
-            counts["skipped" if directive == "SKIP"
-                   else "passed" if verdict == "ok" else "failed"] += 1
-    return counts
+    return Counter(result[1] for line in tap.splitlines()
+                   if (result := reference.tap_result(line)) is not None)
 
 
 def uptimes(text: str) -> tuple[float, float] | None:

@@ -38,7 +38,7 @@ def c_selftest_boot(spec: qemu.VmSpec, options: run.RunOptions, runner: CommandR
     times = guest_dir / wholesuite.TIMES_NAME
     wall, boots = 0.0, 0
     while True:
-        for name in (wholesuite.TAP_NAME, wholesuite.STATUS_NAME, wholesuite.TIMES_NAME):
+        for name in (wholesuite.TAP_NAME, wholesuite.TIMES_NAME):
             (guest_dir / name).unlink(missing_ok=True)
         guest = vm.boot(spec, runner, options.run_timeout, options.test_timeout,
                         lambda event: None)

@@ -76,14 +76,23 @@ def matches_keyword(case: str, keyword: str | None) -> bool:
     return Expression.compile(keyword).evaluate(matches)
 
 
+def tap_result(line: str) -> tuple[str, str, str] | None:
+    """(case, outcome, reason) of one of hmm-tests' TAP result lines; None for other lines."""
+    match = _TAP_RESULT.match(line.strip())
+    if match is None:
+        return None
+    verdict, case, directive, reason = match.groups()
+    if directive == "SKIP":
+        return case, "skipped", reason or "skipped by the C selftest"
+    return case, ("passed" if verdict == "ok" else "failed"), ""
+
+
 def outcome(output: str, returncode: int, case: str) -> tuple[str, str]:
     """(outcome, reason) from the case's TAP line, else from its exit status."""
     for line in output.splitlines():
-        match = _TAP_RESULT.match(line.strip())
-        if match and match.group(2) == case:
-            if match.group(3) == "SKIP":
-                return "skipped", match.group(4) or "skipped by the C selftest"
-            return ("passed", "") if match.group(1) == "ok" else ("failed", "")
+        result = tap_result(line)
+        if result is not None and result[0] == case:
+            return result[1], result[2]
     if returncode == KSFT_SKIP:
         return "skipped", "skipped by the C selftest"
     # `-r` with a name it does not know runs nothing and still exits 0.
